@@ -1,0 +1,17 @@
+#ifndef RAUTA_CONSTANTS_H
+#define RAUTA_CONSTANTS_H
+
+#define MAX_SERVICES 1024
+#define MAX_BACKENDS 4096
+/* Two slots per pool lets every pool have its old and new table at once
+ * during a reload. */
+#define MAX_TABLE_SLOTS 2048
+#define MAX_FLOWS (1 << 20)
+#define MAX_INTERFACES 64
+
+#define FLOW_REFRESH_NS 1000000000ULL
+
+#define IP_MF 0x2000
+#define IP_OFFSET 0x1fff
+
+#endif

@@ -1,0 +1,461 @@
+//go:build ignore
+
+// SPDX-License-Identifier: GPL-2.0
+/* The RAUTA XDP program: L4 load balancing in gateway mode.
+ *
+ * client -> VIP:port    service lookup, flow table or Maglev, DNAT to the
+ *                       backend, forward.
+ * backend -> client     flow table (reverse entry), SNAT back to VIP:port,
+ *                       forward.
+ * ICMP errors           translated like the flow they quote.
+ * anything else         XDP_PASS, untouched.
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "constants.h"
+#include "types.h"
+#include "maps.h"
+#include "csum.h"
+#include "hash.h"
+#include "parse.h"
+
+#ifndef AF_INET
+#define AF_INET 2
+#endif
+
+/* Keep the enums in BTF so bpf2go -type can generate them for Go. */
+const enum counter *unused_counter __attribute__((unused));
+const enum flow_direction *unused_flow_direction __attribute__((unused));
+const enum flow_state *unused_flow_state __attribute__((unused));
+
+static __always_inline int is_vip(__be32 addr)
+{
+	return bpf_map_lookup_elem(&vips, &addr) != NULL;
+}
+
+/* Rewrites one address of the IP header and the L4 checksum that covers it
+ * through the pseudo header. l4_check may be NULL (ICMP, or UDP without a
+ * checksum). */
+static __always_inline void rewrite_addr(struct iphdr *ip, __be32 *field, __be32 to,
+					 __u16 *l4_check, int is_udp)
+{
+	__be32 from = *field;
+
+	*field = to;
+	ip->check = csum_replace4(ip->check, from, to);
+	if (l4_check) {
+		*l4_check = csum_replace4(*l4_check, from, to);
+		if (is_udp)
+			*l4_check = udp_csum_mangled(*l4_check);
+	}
+}
+
+static __always_inline void rewrite_port(__be16 *field, __be16 to, __u16 *l4_check, int is_udp)
+{
+	__be16 from = *field;
+
+	*field = to;
+	if (l4_check) {
+		*l4_check = csum_replace2(*l4_check, from, to);
+		if (is_udp)
+			*l4_check = udp_csum_mangled(*l4_check);
+	}
+}
+
+/* The L4 checksum field of a TCP or UDP packet, or NULL when there is none
+ * to maintain (UDP with checksum 0). */
+static __always_inline __u16 *l4_checksum(struct packet *pkt)
+{
+	if (pkt->tcp)
+		return &pkt->tcp->check;
+	if (pkt->udp && pkt->udp->check)
+		return &pkt->udp->check;
+	return NULL;
+}
+
+static __always_inline int nat_destination(struct packet *pkt, __be32 addr, __be16 port)
+{
+	int udp = pkt->key.proto == IPPROTO_UDP;
+	struct udphdr *ports = pkt->ports;
+	__u16 *check = l4_checksum(pkt);
+
+	if (!ports)
+		return -1;
+	rewrite_addr(pkt->ip, &pkt->ip->daddr, addr, check, udp);
+	rewrite_port(&ports->dest, port, check, udp);
+	return 0;
+}
+
+static __always_inline int nat_source(struct packet *pkt, __be32 addr, __be16 port)
+{
+	int udp = pkt->key.proto == IPPROTO_UDP;
+	struct udphdr *ports = pkt->ports;
+	__u16 *check = l4_checksum(pkt);
+
+	if (!ports)
+		return -1;
+	rewrite_addr(pkt->ip, &pkt->ip->saddr, addr, check, udp);
+	rewrite_port(&ports->source, port, check, udp);
+	return 0;
+}
+
+/* Sends the (already translated) packet to its next hop: decrement the TTL
+ * like any router, find the neighbour with the kernel's FIB, rewrite the MACs
+ * and transmit. Whatever the FIB cannot finish (unknown neighbour, no route,
+ * TTL expiry) goes to the kernel, which resolves ARP or sends the ICMP error
+ * itself; the packet is already translated, so the kernel forwards it as is. */
+static __always_inline int forward(struct xdp_md *ctx, struct packet *pkt, __u32 service_id)
+{
+	struct iphdr *ip = pkt->ip;
+	struct bpf_fib_lookup fib = {};
+	__u16 old_ttl_word, new_ttl_word;
+	int rc;
+
+	if (ip->ttl <= 1) {
+		count(service_id, COUNTER_PASS_TTL_EXCEEDED, 1);
+		return XDP_PASS;
+	}
+
+	fib.family = AF_INET;
+	fib.tos = ip->tos;
+	fib.l4_protocol = ip->protocol;
+	fib.tot_len = bpf_ntohs(ip->tot_len);
+	fib.ipv4_src = ip->saddr;
+	fib.ipv4_dst = ip->daddr;
+	fib.ifindex = ctx->ingress_ifindex;
+
+	rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
+	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
+		count(service_id, COUNTER_PASS_NO_NEIGHBOUR, 1);
+		return XDP_PASS;
+	}
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS) {
+		count(service_id, COUNTER_PASS_NO_ROUTE, 1);
+		return XDP_PASS;
+	}
+	if (fib.ifindex != ctx->ingress_ifindex &&
+	    !bpf_map_lookup_elem(&tx_ports, &fib.ifindex)) {
+		count(service_id, COUNTER_PASS_NOT_IN_DEVMAP, 1);
+		return XDP_PASS;
+	}
+
+	old_ttl_word = *(__u16 *)&ip->ttl;
+	ip->ttl--;
+	new_ttl_word = *(__u16 *)&ip->ttl;
+	ip->check = csum_replace2(ip->check, old_ttl_word, new_ttl_word);
+
+	__builtin_memcpy(pkt->eth->h_dest, fib.dmac, ETH_ALEN);
+	__builtin_memcpy(pkt->eth->h_source, fib.smac, ETH_ALEN);
+	count(service_id, COUNTER_FORWARDED, 1);
+	if (fib.ifindex == ctx->ingress_ifindex)
+		return XDP_TX;
+	return bpf_redirect_map(&tx_ports, fib.ifindex, XDP_PASS);
+}
+
+static __always_inline int is_tcp_syn(struct packet *pkt)
+{
+	struct tcphdr *tcp = pkt->tcp;
+
+	return tcp && tcp->syn && !tcp->ack;
+}
+
+/* The key of the entry for the other direction of the same connection. */
+static __always_inline void peer_key(const struct flow_key *key, const struct flow *f,
+				     struct flow_key *peer)
+{
+	__builtin_memset(peer, 0, sizeof(*peer));
+	peer->proto = key->proto;
+	if (f->direction == FLOW_TO_BACKEND) {
+		peer->saddr = f->nat_addr;
+		peer->sport = f->nat_port;
+		peer->daddr = key->saddr;
+		peer->dport = key->sport;
+	} else {
+		peer->saddr = key->daddr;
+		peer->sport = key->dport;
+		peer->daddr = f->nat_addr;
+		peer->dport = f->nat_port;
+	}
+}
+
+/* FIN and RST end a connection: mark both entries so the Go GC can remove
+ * them after the short closed timeout rather than the idle one. */
+static __always_inline void track_teardown(struct packet *pkt, struct flow *f)
+{
+	struct tcphdr *tcp = pkt->tcp;
+	struct flow_key peer;
+	struct flow *pf;
+	__u8 state;
+
+	if (!tcp || !(tcp->fin || tcp->rst))
+		return;
+	state = tcp->rst ? FLOW_CLOSED : FLOW_CLOSING;
+	if (f->state >= state)
+		return;
+	f->state = state;
+	peer_key(&pkt->key, f, &peer);
+	pf = bpf_map_lookup_elem(&flows, &peer);
+	if (pf && pf->state < state)
+		pf->state = state;
+}
+
+static __always_inline void touch(struct flow *f)
+{
+	__u64 now = bpf_ktime_get_coarse_ns();
+
+	if (now - f->last_seen_ns > FLOW_REFRESH_NS)
+		f->last_seen_ns = now;
+}
+
+/* Picks a backend with the service's Maglev table and records both
+ * directions of the flow. Returns NULL when the pool has no backend. */
+static __always_inline const struct backend *new_flow(struct packet *pkt, const struct service *svc,
+						      struct flow *f)
+{
+	struct flow_key reverse = {};
+	struct flow back = {};
+	const struct backend *be;
+	__u32 slot = svc->table_slot;
+	__u32 index, *backend_id;
+	void *table;
+
+	if (svc->table_size == 0)
+		return NULL;
+	table = bpf_map_lookup_elem(&maglev_tables, &slot);
+	if (!table)
+		return NULL;
+	index = flow_hash(&pkt->key) % svc->table_size;
+	backend_id = bpf_map_lookup_elem(table, &index);
+	if (!backend_id)
+		return NULL;
+	be = bpf_map_lookup_elem(&backends, backend_id);
+	if (!be || be->addr == 0)
+		return NULL;
+
+	f->nat_addr = be->addr;
+	f->nat_port = be->port;
+	f->direction = FLOW_TO_BACKEND;
+	f->state = FLOW_OPEN;
+	f->service_id = svc->id;
+	f->backend_id = *backend_id;
+	f->last_seen_ns = bpf_ktime_get_coarse_ns();
+
+	reverse.saddr = be->addr;
+	reverse.sport = be->port;
+	reverse.daddr = pkt->key.saddr;
+	reverse.dport = pkt->key.sport;
+	reverse.proto = pkt->key.proto;
+	back.nat_addr = pkt->key.daddr;
+	back.nat_port = pkt->key.dport;
+	back.direction = FLOW_TO_CLIENT;
+	back.state = FLOW_OPEN;
+	back.service_id = svc->id;
+	back.backend_id = *backend_id;
+	back.last_seen_ns = f->last_seen_ns;
+
+	/* Reverse first: a reply can never find a forward entry without its
+	 * way back. Failing to insert (map full of non-LRU entries cannot
+	 * happen with LRU) would only cost this packet's flow pinning. */
+	bpf_map_update_elem(&flows, &reverse, &back, BPF_ANY);
+	bpf_map_update_elem(&flows, &pkt->key, f, BPF_ANY);
+	return be;
+}
+
+static __always_inline int to_service(struct xdp_md *ctx, struct packet *pkt,
+				      const struct service *svc)
+{
+	struct flow *f = bpf_map_lookup_elem(&flows, &pkt->key);
+	struct flow fresh;
+
+	count(svc->id, COUNTER_RX_PACKETS, 1);
+	count(svc->id, COUNTER_RX_BYTES, pkt->data_end - pkt->data);
+
+	/* A SYN on a connection that was closed is a new connection reusing the
+	 * tuple: it deserves a fresh choice, not the old (maybe removed) backend. */
+	if (f && f->direction == FLOW_TO_BACKEND && !(f->state != FLOW_OPEN && is_tcp_syn(pkt))) {
+		touch(f);
+		track_teardown(pkt, f);
+		if (nat_destination(pkt, f->nat_addr, f->nat_port))
+			goto malformed;
+		return forward(ctx, pkt, svc->id);
+	}
+
+	if (!new_flow(pkt, svc, &fresh)) {
+		count(svc->id, COUNTER_DROP_NO_BACKEND, 1);
+		return XDP_DROP;
+	}
+	count(svc->id, COUNTER_NEW_FLOWS, 1);
+	if (nat_destination(pkt, fresh.nat_addr, fresh.nat_port))
+		goto malformed;
+	return forward(ctx, pkt, svc->id);
+malformed:
+	count(svc->id, COUNTER_DROP_MALFORMED, 1);
+	return XDP_DROP;
+}
+
+static __always_inline int to_client(struct xdp_md *ctx, struct packet *pkt, struct flow *f)
+{
+	count(f->service_id, COUNTER_RX_PACKETS, 1);
+	count(f->service_id, COUNTER_RX_BYTES, pkt->data_end - pkt->data);
+	touch(f);
+	track_teardown(pkt, f);
+	if (nat_source(pkt, f->nat_addr, f->nat_port)) {
+		count(f->service_id, COUNTER_DROP_MALFORMED, 1);
+		return XDP_DROP;
+	}
+	return forward(ctx, pkt, f->service_id);
+}
+
+/* ICMP errors quote the IP header and first 8 bytes of the packet they are
+ * about. An error about a translated flow is translated the same way, so the
+ * host that sent the original packet recognises it (path MTU discovery
+ * depends on this). The quoted L4 checksum is left alone: it covers bytes
+ * that the quote truncates, and no stack verifies it. */
+static __always_inline int handle_icmp(struct xdp_md *ctx, struct packet *pkt)
+{
+	struct icmphdr *icmp = pkt->l4;
+	struct iphdr *inner;
+	struct udphdr *inner_l4; /* ports sit at the same offsets in TCP */
+	struct flow_key quoted = {};
+	struct flow_key key = {};
+	struct flow *f;
+	__be32 old_addr;
+	__be16 old_port;
+	int to_vip = is_vip(pkt->key.daddr);
+
+	if (icmp->type != ICMP_DEST_UNREACH && icmp->type != ICMP_TIME_EXCEEDED) {
+		/* echo and friends to a VIP are the kernel's: it owns the address */
+		return XDP_PASS;
+	}
+
+	inner = (void *)(icmp + 1);
+	if ((void *)(inner + 1) > pkt->data_end)
+		return to_vip ? XDP_DROP : XDP_PASS;
+	if (inner->ihl != 5 || (inner->protocol != IPPROTO_TCP && inner->protocol != IPPROTO_UDP))
+		return XDP_PASS;
+	inner_l4 = (void *)(inner + 1);
+	if ((void *)(inner_l4 + 1) > pkt->data_end)
+		return to_vip ? XDP_DROP : XDP_PASS;
+
+	/* The ICMP checksum covers the quoted IP header, but a valid IP header
+	 * always sums to ~0: changing an address and fixing the header's own
+	 * checksum leaves the ICMP sum as it was. Only the port changes count.
+	 *
+	 * The quoted packet went out from the LB, so the flow that sent it is
+	 * keyed by its own direction: the quote is a packet we emitted, and the
+	 * entry we need is the one for packets travelling the other way. */
+	quoted.saddr = inner->saddr;
+	quoted.daddr = inner->daddr;
+	quoted.sport = inner_l4->source;
+	quoted.dport = inner_l4->dest;
+	quoted.proto = inner->protocol;
+
+	if (to_vip) {
+		/* Client side: we sent VIP -> client; the reverse entry of that
+		 * flow is backend -> client, found through the forward entry. */
+		key.saddr = quoted.daddr;
+		key.daddr = quoted.saddr;
+		key.sport = quoted.dport;
+		key.dport = quoted.sport;
+		key.proto = quoted.proto;
+		f = bpf_map_lookup_elem(&flows, &key);
+		if (!f || f->direction != FLOW_TO_BACKEND) {
+			count(0, COUNTER_DROP_ICMP_UNKNOWN_FLOW, 1);
+			return XDP_DROP;
+		}
+		/* quote: VIP:vport -> client  becomes  backend:bport -> client */
+		old_addr = inner->saddr;
+		inner->saddr = f->nat_addr;
+		inner->check = csum_replace4(inner->check, old_addr, f->nat_addr);
+		old_port = inner_l4->source;
+		inner_l4->source = f->nat_port;
+		icmp->checksum = csum_replace2(icmp->checksum, old_port, f->nat_port);
+		rewrite_addr(pkt->ip, &pkt->ip->daddr, f->nat_addr, NULL, 0);
+	} else {
+		/* Backend side: we sent client -> backend; the reply direction
+		 * backend -> client holds the VIP to restore. */
+		key.saddr = quoted.daddr;
+		key.daddr = quoted.saddr;
+		key.sport = quoted.dport;
+		key.dport = quoted.sport;
+		key.proto = quoted.proto;
+		f = bpf_map_lookup_elem(&flows, &key);
+		if (!f || f->direction != FLOW_TO_CLIENT)
+			return XDP_PASS;
+		/* quote: client -> backend:bport  becomes  client -> VIP:vport */
+		old_addr = inner->daddr;
+		inner->daddr = f->nat_addr;
+		inner->check = csum_replace4(inner->check, old_addr, f->nat_addr);
+		old_port = inner_l4->dest;
+		inner_l4->dest = f->nat_port;
+		icmp->checksum = csum_replace2(icmp->checksum, old_port, f->nat_port);
+		/* The error came from the backend (or a router on its side); to
+		 * the client it must look like it came from the VIP's side. */
+		if (pkt->ip->saddr == old_addr)
+			rewrite_addr(pkt->ip, &pkt->ip->saddr, f->nat_addr, NULL, 0);
+	}
+	count(f->service_id, COUNTER_ICMP_FORWARDED, 1);
+	return forward(ctx, pkt, f->service_id);
+}
+
+SEC("xdp")
+int rauta_xdp(struct xdp_md *ctx)
+{
+	struct packet pkt = {};
+	struct service *svc;
+	struct service_key skey = {};
+	struct flow *f;
+
+	switch (parse_packet(ctx, &pkt)) {
+	case PARSE_OK:
+		break;
+	case PARSE_NOT_IPV4:
+		count(0, COUNTER_PASS_NOT_IPV4, 1);
+		return XDP_PASS;
+	case PARSE_FRAGMENT:
+		if (is_vip(pkt.key.daddr)) {
+			count(0, COUNTER_DROP_FRAGMENT, 1);
+			return XDP_DROP;
+		}
+		count(0, COUNTER_PASS_NOT_SERVICE, 1);
+		return XDP_PASS;
+	case PARSE_MALFORMED:
+		/* Garbage for a VIP is ours to drop; anything else is the
+		 * kernel's to judge, exactly as if we were not here. */
+		if (pkt.ip && is_vip(pkt.key.daddr)) {
+			count(0, COUNTER_DROP_MALFORMED, 1);
+			return XDP_DROP;
+		}
+		count(0, COUNTER_PASS_NOT_SERVICE, 1);
+		return XDP_PASS;
+	default:
+		count(0, COUNTER_PASS_NOT_SERVICE, 1);
+		return XDP_PASS;
+	}
+
+	if (pkt.key.proto == IPPROTO_ICMP)
+		return handle_icmp(ctx, &pkt);
+
+	skey.vip = pkt.key.daddr;
+	skey.port = pkt.key.dport;
+	skey.proto = pkt.key.proto;
+	svc = bpf_map_lookup_elem(&services, &skey);
+	if (svc)
+		return to_service(ctx, &pkt, svc);
+
+	f = bpf_map_lookup_elem(&flows, &pkt.key);
+	if (f && f->direction == FLOW_TO_CLIENT)
+		return to_client(ctx, &pkt, f);
+
+	count(0, COUNTER_PASS_NOT_SERVICE, 1);
+	return XDP_PASS;
+}
+
+char LICENSE[] SEC("license") = "GPL";
