@@ -1,0 +1,148 @@
+// Package flowcache is the Go view of the data path's flow table: it lists
+// flows in readable form and removes the ones that ended or went idle. The
+// table is an LRU map, so the kernel evicts under pressure; the GC here keeps
+// closed and idle connections from occupying it until then.
+package flowcache
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+
+	"github.com/rauta-lb/rauta/xdp"
+)
+
+// Timeouts after which an entry that has seen no packet is removed.
+type Timeouts struct {
+	TCPIdle time.Duration // open TCP flows
+	UDPIdle time.Duration
+	Closed  time.Duration // TCP flows that saw a FIN or an RST
+}
+
+// DefaultTimeouts follow what conntrack users expect of a load balancer: a
+// long idle time for TCP, short ones for UDP and closed connections.
+var DefaultTimeouts = Timeouts{TCPIdle: 5 * time.Minute, UDPIdle: 30 * time.Second, Closed: 10 * time.Second}
+
+// Entry is one direction of one connection.
+type Entry struct {
+	Protocol    uint8
+	Source      netip.AddrPort
+	Destination netip.AddrPort
+	// Translated is the backend (ToBackend) or the VIP (ToClient) that the
+	// packet's destination or source is rewritten to.
+	Translated netip.AddrPort
+	Direction  uint8
+	State      uint8
+	ServiceID  uint32
+	BackendID  uint32
+	Idle       time.Duration
+}
+
+// Table reads and cleans one flow map.
+type Table struct {
+	flows *ebpf.Map
+	now   func() time.Duration
+}
+
+// New wraps the flows map of a loaded program (or one opened from its pin).
+func New(flows *ebpf.Map) *Table {
+	return &Table{flows: flows, now: monotonicNow}
+}
+
+// monotonicNow reads the clock bpf_ktime_get_coarse_ns reads, so ages
+// computed here match the data path's timestamps.
+func monotonicNow() time.Duration {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return 0
+	}
+	return time.Duration(ts.Nano())
+}
+
+// Dump returns every entry of the table.
+func (t *Table) Dump() ([]Entry, error) {
+	var (
+		key     xdp.FlowKey
+		value   xdp.Flow
+		entries []Entry
+	)
+	now := t.now()
+	iter := t.flows.Iterate()
+	for iter.Next(&key, &value) {
+		entries = append(entries, entry(key, value, now))
+	}
+	if err := iter.Err(); err != nil {
+		return nil, fmt.Errorf("read flow table: %w", err)
+	}
+	return entries, nil
+}
+
+// GCStats says what one collection saw and did.
+type GCStats struct {
+	Live    int
+	Removed int
+}
+
+// Collect removes entries idle for longer than their timeout allows.
+func (t *Table) Collect(timeouts Timeouts) (GCStats, error) {
+	var (
+		key     xdp.FlowKey
+		value   xdp.Flow
+		expired []xdp.FlowKey
+		stats   GCStats
+	)
+	now := t.now()
+	iter := t.flows.Iterate()
+	for iter.Next(&key, &value) {
+		if entry(key, value, now).Idle > timeouts.For(key.Proto, value.State) {
+			expired = append(expired, key)
+			continue
+		}
+		stats.Live++
+	}
+	if err := iter.Err(); err != nil {
+		return stats, fmt.Errorf("read flow table: %w", err)
+	}
+	for _, k := range expired {
+		err := t.flows.Delete(k)
+		if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return stats, fmt.Errorf("delete flow: %w", err)
+		}
+		stats.Removed++
+	}
+	return stats, nil
+}
+
+// For returns the timeout that applies to a flow of an IP protocol in a
+// state.
+func (t Timeouts) For(proto, state uint8) time.Duration {
+	switch {
+	case state != xdp.FlowOpen:
+		return t.Closed
+	case proto == unix.IPPROTO_UDP:
+		return t.UDPIdle
+	default:
+		return t.TCPIdle
+	}
+}
+
+func entry(k xdp.FlowKey, v xdp.Flow, now time.Duration) Entry {
+	e := Entry{
+		Protocol:    k.Proto,
+		Source:      netip.AddrPortFrom(xdp.AddrFrom(k.Saddr), xdp.PortFrom(k.Sport)),
+		Destination: netip.AddrPortFrom(xdp.AddrFrom(k.Daddr), xdp.PortFrom(k.Dport)),
+		Translated:  netip.AddrPortFrom(xdp.AddrFrom(v.NatAddr), xdp.PortFrom(v.NatPort)),
+		Direction:   v.Direction,
+		State:       v.State,
+		ServiceID:   v.ServiceId,
+		BackendID:   v.BackendId,
+	}
+	if seen := time.Duration(v.LastSeenNs); now > seen {
+		e.Idle = now - seen
+	}
+	return e
+}

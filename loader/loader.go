@@ -1,0 +1,171 @@
+// Package loader puts RAUTA's data path into the kernel: it loads the XDP
+// program, pins its maps under a bpffs directory so bpftool and other
+// processes can read them, attaches the program to interfaces and writes the
+// configuration into the maps (see Programmer).
+package loader
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/rlimit"
+
+	"github.com/rauta-lb/rauta/xdp"
+)
+
+// DefaultPinPath is where the maps are pinned unless configured otherwise.
+const DefaultPinPath = "/sys/fs/bpf/rauta"
+
+// XDP attach modes.
+const (
+	ModeNative  = "native"
+	ModeGeneric = "generic"
+)
+
+// Options configure Load.
+type Options struct {
+	PinPath string // default DefaultPinPath
+	Logger  *slog.Logger
+}
+
+// Loader owns the loaded program, its pins and its attachments.
+type Loader struct {
+	*Programmer
+	objs    *xdp.Objects
+	pinPath string
+	log     *slog.Logger
+	links   []attachment
+}
+
+type attachment struct {
+	iface string
+	link  link.Link
+}
+
+// Load loads the program and pins its maps. Pins left by a process that
+// died without cleaning up are replaced: their maps belong to nobody.
+func Load(opts Options) (*Loader, error) {
+	if opts.PinPath == "" {
+		opts.PinPath = DefaultPinPath
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("lift memlock limit: %w", err)
+	}
+	if err := ensureBPFFS(opts.PinPath); err != nil {
+		return nil, err
+	}
+	if err := removePins(opts.PinPath); err != nil {
+		return nil, err
+	}
+	objs, err := xdp.Load(nil)
+	if err != nil {
+		return nil, err
+	}
+	l := &Loader{objs: objs, pinPath: opts.PinPath, log: opts.Logger}
+	if err := l.pin(); err != nil {
+		l.Close()
+		return nil, err
+	}
+	l.Programmer, err = NewProgrammer(objs)
+	if err != nil {
+		l.Close()
+		return nil, err
+	}
+	return l, nil
+}
+
+func (l *Loader) pin() error {
+	for name, m := range l.objs.MapsByName() {
+		if err := m.Pin(filepath.Join(l.pinPath, name)); err != nil {
+			return fmt.Errorf("pin map %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// Objects returns the loaded program and maps.
+func (l *Loader) Objects() *xdp.Objects { return l.objs }
+
+// PinPath is the directory holding the pinned maps.
+func (l *Loader) PinPath() string { return l.pinPath }
+
+// Attach attaches the program to each interface of the calling thread's
+// network namespace and registers it as a redirect target. Native mode
+// fails on drivers without XDP support rather than silently running in the
+// much slower generic mode; generic runs only when asked for.
+func (l *Loader) Attach(ifaces []string, mode string) error {
+	flags := link.XDPDriverMode
+	switch mode {
+	case "", ModeNative:
+	case ModeGeneric:
+		flags = link.XDPGenericMode
+		l.log.Warn("XDP in generic mode: packets are copied into socket buffers first; expect a fraction of native performance")
+	default:
+		return fmt.Errorf("unknown XDP mode %q", mode)
+	}
+	for _, name := range ifaces {
+		iface, err := net.InterfaceByName(name)
+		if err != nil {
+			return fmt.Errorf("interface %s: %w", name, err)
+		}
+		lnk, err := link.AttachXDP(link.XDPOptions{
+			Program:   l.objs.RautaXdp,
+			Interface: iface.Index,
+			Flags:     flags,
+		})
+		if err != nil {
+			if mode != ModeGeneric {
+				return fmt.Errorf("attach XDP to %s in native mode (set xdp_mode: generic if the driver has no XDP support): %w", name, err)
+			}
+			return fmt.Errorf("attach XDP to %s: %w", name, err)
+		}
+		l.links = append(l.links, attachment{iface: name, link: lnk})
+		if err := l.objs.TxPorts.Put(uint32(iface.Index), uint32(iface.Index)); err != nil {
+			return fmt.Errorf("add %s to the redirect map: %w", name, err)
+		}
+		l.log.Info("XDP attached", "interface", name, "ifindex", iface.Index, "mode", modeName(mode))
+	}
+	return nil
+}
+
+func modeName(mode string) string {
+	if mode == "" {
+		return ModeNative
+	}
+	return mode
+}
+
+// Close detaches the program from every interface, removes the pins and
+// releases the maps. Traffic then flows through the kernel as if RAUTA had
+// never been there.
+func (l *Loader) Close() error {
+	var errs []error
+	for _, a := range l.links {
+		if err := a.link.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("detach from %s: %w", a.iface, err))
+		}
+	}
+	l.links = nil
+	if l.objs != nil {
+		for name, m := range l.objs.MapsByName() {
+			if err := m.Unpin(); err != nil {
+				errs = append(errs, fmt.Errorf("unpin %s: %w", name, err))
+			}
+		}
+		if err := removePins(l.pinPath); err != nil {
+			errs = append(errs, err)
+		}
+		if err := l.objs.Close(); err != nil {
+			errs = append(errs, err)
+		}
+		l.objs = nil
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,130 @@
+// Package metrics exports the data path's counters to Prometheus. One
+// collector reads the per-CPU counter map on every scrape, so nothing is
+// copied on a timer and a scrape always sees the kernel's current totals.
+package metrics
+
+import (
+	"fmt"
+	"log/slog"
+	"runtime"
+
+	"github.com/cilium/ebpf"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/rauta-lb/rauta/xdp"
+)
+
+// Source is what the collector needs from the daemon: the live service
+// names by counter index, and the flow table size from the last GC.
+type Source interface {
+	ServiceNames() map[uint32]string
+	LiveFlows() int
+}
+
+// Collector implements prometheus.Collector over the counters map.
+type Collector struct {
+	counters *ebpf.Map
+	source   Source
+	log      *slog.Logger
+
+	buildInfo *prometheus.Desc
+	flows     *prometheus.Desc
+	plain     map[xdp.Counter]*prometheus.Desc
+	passed    *prometheus.Desc
+	dropped   *prometheus.Desc
+	reasons   map[xdp.Counter]counterReason
+}
+
+type counterReason struct {
+	desc   *prometheus.Desc
+	reason string
+}
+
+// NoService labels traffic that matched no service (passed or dropped
+// before a service was known).
+const NoService = ""
+
+// New returns a collector for the counters map of a loaded program.
+func New(counters *ebpf.Map, source Source, version string, log *slog.Logger) *Collector {
+	svc := []string{"service"}
+	withReason := []string{"service", "reason"}
+	c := &Collector{
+		counters: counters,
+		source:   source,
+		log:      log,
+		buildInfo: prometheus.NewDesc("rauta_build_info", "Build information; the value is always 1.",
+			nil, prometheus.Labels{"version": version, "goversion": runtime.Version()}),
+		flows: prometheus.NewDesc("rauta_flows", "Entries in the flow table at the last garbage collection (one per direction of a connection).", nil, nil),
+		plain: map[xdp.Counter]*prometheus.Desc{
+			xdp.CounterRxPackets:     prometheus.NewDesc("rauta_xdp_rx_packets_total", "Packets of a service seen by XDP, both directions.", svc, nil),
+			xdp.CounterRxBytes:       prometheus.NewDesc("rauta_xdp_rx_bytes_total", "Bytes of a service seen by XDP, both directions, Ethernet header included.", svc, nil),
+			xdp.CounterForwarded:     prometheus.NewDesc("rauta_xdp_forwarded_packets_total", "Packets translated and transmitted by XDP.", svc, nil),
+			xdp.CounterNewFlows:      prometheus.NewDesc("rauta_xdp_new_flows_total", "Flows given a backend by Maglev.", svc, nil),
+			xdp.CounterICMPForwarded: prometheus.NewDesc("rauta_xdp_icmp_translated_total", "ICMP errors about a service's flows, translated and forwarded.", svc, nil),
+		},
+		passed:  prometheus.NewDesc("rauta_xdp_passed_packets_total", "Packets handed to the kernel, by reason.", withReason, nil),
+		dropped: prometheus.NewDesc("rauta_xdp_dropped_packets_total", "Packets dropped by XDP, by reason.", withReason, nil),
+	}
+	c.reasons = map[xdp.Counter]counterReason{
+		xdp.CounterPassNotIPv4:         {c.passed, "not_ipv4"},
+		xdp.CounterPassNotService:      {c.passed, "not_service"},
+		xdp.CounterPassNoNeighbour:     {c.passed, "no_neighbour"},
+		xdp.CounterPassNoRoute:         {c.passed, "no_route"},
+		xdp.CounterPassTTLExceeded:     {c.passed, "ttl_exceeded"},
+		xdp.CounterPassNotInDevmap:     {c.passed, "egress_not_attached"},
+		xdp.CounterDropMalformed:       {c.dropped, "malformed"},
+		xdp.CounterDropFragment:        {c.dropped, "fragment"},
+		xdp.CounterDropNoBackend:       {c.dropped, "no_backend"},
+		xdp.CounterDropICMPUnknownFlow: {c.dropped, "icmp_unknown_flow"},
+	}
+	return c
+}
+
+// Describe implements prometheus.Collector.
+func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.buildInfo
+	ch <- c.flows
+	ch <- c.passed
+	ch <- c.dropped
+	for _, d := range c.plain {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+	ch <- prometheus.MustNewConstMetric(c.buildInfo, prometheus.GaugeValue, 1)
+	ch <- prometheus.MustNewConstMetric(c.flows, prometheus.GaugeValue, float64(c.source.LiveFlows()))
+
+	names := c.source.ServiceNames()
+	names[0] = NoService
+	for id, name := range names {
+		for counter := range xdp.NumCounters {
+			value, err := c.read(id, xdp.Counter(counter))
+			if err != nil {
+				c.log.Warn("read counter", "service", name, "counter", counter, "error", err)
+				continue
+			}
+			if d, ok := c.plain[xdp.Counter(counter)]; ok {
+				ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(value), name)
+				continue
+			}
+			if r, ok := c.reasons[xdp.Counter(counter)]; ok {
+				ch <- prometheus.MustNewConstMetric(r.desc, prometheus.CounterValue, float64(value), name, r.reason)
+			}
+		}
+	}
+}
+
+// read sums one counter over all CPUs.
+func (c *Collector) read(id uint32, counter xdp.Counter) (uint64, error) {
+	var perCPU []uint64
+	if err := c.counters.Lookup(xdp.CounterIndex(id, counter), &perCPU); err != nil {
+		return 0, fmt.Errorf("lookup: %w", err)
+	}
+	var sum uint64
+	for _, v := range perCPU {
+		sum += v
+	}
+	return sum, nil
+}
