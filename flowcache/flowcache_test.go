@@ -1,0 +1,119 @@
+package flowcache
+
+import (
+	"net/netip"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
+
+	"github.com/rauta-lb/rauta/xdp"
+)
+
+func newFlowMap(t *testing.T) *ebpf.Map {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to create BPF maps")
+	}
+	if err := rlimit.RemoveMemlock(); err != nil {
+		t.Fatal(err)
+	}
+	spec, err := xdp.Spec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ms := spec.Maps["flows"].Copy()
+	ms.MaxEntries = 64
+	m, err := ebpf.NewMap(ms)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return m
+}
+
+func key(proto uint8, src, dst string) xdp.FlowKey {
+	s, d := netip.MustParseAddrPort(src), netip.MustParseAddrPort(dst)
+	return xdp.FlowKey{
+		Saddr: xdp.Addr(s.Addr()), Sport: xdp.Port(s.Port()),
+		Daddr: xdp.Addr(d.Addr()), Dport: xdp.Port(d.Port()),
+		Proto: proto,
+	}
+}
+
+func TestCollectRemovesIdleAndClosedFlows(t *testing.T) {
+	m := newFlowMap(t)
+	now := 1000 * time.Second
+	timeouts := Timeouts{TCPIdle: 300 * time.Second, UDPIdle: 30 * time.Second, Closed: 10 * time.Second}
+	seen := func(ago time.Duration) uint64 { return uint64(now - ago) }
+
+	entries := []struct {
+		key   xdp.FlowKey
+		flow  xdp.Flow
+		keeps bool
+	}{
+		{key(unix.IPPROTO_TCP, "10.0.2.2:1000", "10.0.0.100:80"), xdp.Flow{State: xdp.FlowOpen, LastSeenNs: seen(299 * time.Second)}, true},
+		{key(unix.IPPROTO_TCP, "10.0.2.2:1001", "10.0.0.100:80"), xdp.Flow{State: xdp.FlowOpen, LastSeenNs: seen(301 * time.Second)}, false},
+		{key(unix.IPPROTO_TCP, "10.0.2.2:1002", "10.0.0.100:80"), xdp.Flow{State: xdp.FlowClosing, LastSeenNs: seen(11 * time.Second)}, false},
+		{key(unix.IPPROTO_TCP, "10.0.2.2:1003", "10.0.0.100:80"), xdp.Flow{State: xdp.FlowClosed, LastSeenNs: seen(9 * time.Second)}, true},
+		{key(unix.IPPROTO_UDP, "10.0.2.2:1004", "10.0.0.100:53"), xdp.Flow{State: xdp.FlowOpen, LastSeenNs: seen(31 * time.Second)}, false},
+		{key(unix.IPPROTO_UDP, "10.0.2.2:1005", "10.0.0.100:53"), xdp.Flow{State: xdp.FlowOpen, LastSeenNs: seen(29 * time.Second)}, true},
+	}
+	for _, e := range entries {
+		if err := m.Put(e.key, e.flow); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	table := &Table{flows: m, now: func() time.Duration { return now }}
+	stats, err := table.Collect(timeouts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stats.Live != 3 || stats.Removed != 3 {
+		t.Errorf("stats = %+v, want 3 live, 3 removed", stats)
+	}
+	for _, e := range entries {
+		var f xdp.Flow
+		err := m.Lookup(e.key, &f)
+		if e.keeps && err != nil {
+			t.Errorf("flow %+v was removed, want kept: %v", e.key, err)
+		}
+		if !e.keeps && err == nil {
+			t.Errorf("flow %+v was kept, want removed", e.key)
+		}
+	}
+}
+
+func TestDumpIsReadable(t *testing.T) {
+	m := newFlowMap(t)
+	k := key(unix.IPPROTO_TCP, "10.0.2.2:40000", "10.0.0.100:80")
+	f := xdp.Flow{
+		NatAddr: xdp.Addr(netip.MustParseAddr("10.0.1.12")), NatPort: xdp.Port(8080),
+		Direction: xdp.ToBackend, ServiceId: 3, BackendId: 7, LastSeenNs: uint64(5 * time.Second),
+	}
+	if err := m.Put(k, f); err != nil {
+		t.Fatal(err)
+	}
+	table := &Table{flows: m, now: func() time.Duration { return 7 * time.Second }}
+	got, err := table.Dump()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Entry{
+		Protocol:    unix.IPPROTO_TCP,
+		Source:      netip.MustParseAddrPort("10.0.2.2:40000"),
+		Destination: netip.MustParseAddrPort("10.0.0.100:80"),
+		Translated:  netip.MustParseAddrPort("10.0.1.12:8080"),
+		Direction:   xdp.ToBackend,
+		ServiceID:   3,
+		BackendID:   7,
+		Idle:        2 * time.Second,
+	}
+	if len(got) != 1 || got[0] != want {
+		t.Fatalf("Dump() = %+v, want [%+v]", got, want)
+	}
+}
