@@ -1,0 +1,187 @@
+// Package config parses and validates RAUTA's YAML configuration file.
+//
+// Parsing is strict: unknown keys are errors at every level, every value is
+// converted to its Go type (netip.Addr, netip.AddrPort, uint16,
+// time.Duration), cross references (services → pools) are resolved, and
+// defaults are filled in, so the rest of the daemon never sees a half-valid
+// configuration. All problems are reported at once, each as an *Error that
+// names the file, line and field, e.g.
+//
+//	rauta.yaml:12: services[1].pool: unknown pool "foo"
+//
+// The returned Config is plain data with no pointers into the YAML tree; the
+// loader and the slow path may share it read-only.
+package config
+
+import (
+	"cmp"
+	"fmt"
+	"net/netip"
+	"os"
+	"slices"
+	"time"
+
+	"github.com/rauta-lb/rauta/maglev"
+)
+
+// Defaults applied when the file leaves a setting out.
+const (
+	DefaultBPFFS          = "/sys/fs/bpf/rauta"
+	DefaultTCPIdleTimeout = 5 * time.Minute
+	DefaultUDPIdleTimeout = 30 * time.Second
+	DefaultClosedTimeout  = 10 * time.Second
+)
+
+// Bounds on a pool's maglev_size. The lower bound keeps a table meaningful;
+// the upper bound (the largest prime below 2^20) caps the BPF array each
+// table is written to at 4 MiB.
+const (
+	MinMaglevSize = 7
+	MaxMaglevSize = 1048573
+)
+
+// MaxWeight is the largest backend weight. Weights are relative, so 1000
+// gives 0.1% resolution, which is finer than a default-sized table shows.
+const MaxWeight = 1000
+
+// Options adjusts validation to the host the configuration is loaded on.
+type Options struct {
+	// InterfaceExists, when non-nil, is asked about every interface the
+	// file names; an interface it rejects is reported as unknown. Leave it
+	// nil to validate a file for another host (e.g. in CI).
+	InterfaceExists func(name string) bool
+}
+
+// Config is a complete, validated configuration.
+type Config struct {
+	Interfaces []string
+	XDPMode    XDPMode
+	// BPFFS is the directory maps and links are pinned under.
+	BPFFS    string
+	Services []Service
+	// Pools are sorted by name.
+	Pools   []Pool
+	Metrics Metrics
+	Flows   Flows
+}
+
+// XDPMode selects how the XDP program is attached.
+type XDPMode string
+
+const (
+	XDPModeNative  XDPMode = "native"
+	XDPModeGeneric XDPMode = "generic"
+)
+
+// Protocol is a service's protocol.
+type Protocol string
+
+const (
+	ProtocolTCP  Protocol = "tcp"
+	ProtocolUDP  Protocol = "udp"
+	ProtocolHTTP Protocol = "http"
+)
+
+// Service is one VIP:port the balancer answers on. A TCP or UDP service sends
+// every flow to Pool; an HTTP service picks a pool per request from Routes.
+type Service struct {
+	Name     string
+	VIP      netip.Addr // IPv4
+	Port     uint16
+	Protocol Protocol
+	Pool     string  // tcp and udp only
+	Routes   []Route // http only, in file order
+}
+
+// Route sends matching HTTP requests to a pool. Among a service's routes the
+// most specific match wins: an exact host before a wildcard before any host,
+// then the longest path.
+type Route struct {
+	// Host is lowercase without a trailing dot; "" matches any host and
+	// "*.example.com" any subdomain of example.com.
+	Host string
+	// Path is a prefix of the request path, or the whole path if Exact.
+	Path  string
+	Exact bool
+	// Methods are uppercase; nil allows every method.
+	Methods []string
+	Pool    string
+}
+
+// Pool is a named set of backends sharing one Maglev table.
+type Pool struct {
+	Name       string
+	MaglevSize uint32 // prime
+	Backends   []Backend
+}
+
+// Backend is one server of a pool.
+type Backend struct {
+	Address netip.AddrPort // IPv4
+	// Weight is relative to the pool's other backends; 0 means drained.
+	Weight uint32
+}
+
+// Metrics configures the Prometheus endpoint.
+type Metrics struct {
+	// Listen is a host:port to serve /metrics on; "" disables it.
+	Listen string
+}
+
+// Flows configures how long idle entries stay in the flow table.
+type Flows struct {
+	TCPIdleTimeout time.Duration
+	UDPIdleTimeout time.Duration
+	// ClosedTimeout is how long a flow lingers after FIN or RST, so late
+	// retransmissions still reach the same backend.
+	ClosedTimeout time.Duration
+}
+
+// Load reads and parses the configuration file at path. Problems with the
+// content are reported as in Parse, naming path as the file.
+func Load(path string, opts Options) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return Parse(path, data, opts)
+}
+
+// Parse parses and validates a configuration; name is the file name used in
+// errors. On failure the error is an errors.Join of one *Error per problem,
+// ordered by line.
+func Parse(name string, data []byte, opts Options) (*Config, error) {
+	root, err := parseDocument(name, data)
+	if err != nil {
+		return nil, err
+	}
+	p := &parser{file: name, opts: opts}
+	cfg := p.config(root)
+	if err := p.err(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// Pool returns the pool with the given name.
+func (c *Config) Pool(name string) (Pool, bool) {
+	i, found := slices.BinarySearchFunc(c.Pools, name, func(p Pool, name string) int {
+		return cmp.Compare(p.Name, name)
+	})
+	if !found {
+		return Pool{}, false
+	}
+	return c.Pools[i], true
+}
+
+// MaglevBackends returns the pool's backends as Maglev input, in the pool's
+// order. Every component that builds a table for this pool must use it: the
+// backend's name seeds its Maglev permutation, so the loader and the slow
+// path agree only if they name backends identically.
+func (p Pool) MaglevBackends() []maglev.Backend {
+	out := make([]maglev.Backend, len(p.Backends))
+	for i, b := range p.Backends {
+		out[i] = maglev.Backend{Name: b.Address.String(), Weight: b.Weight}
+	}
+	return out
+}

@@ -1,0 +1,586 @@
+package config
+
+import (
+	"cmp"
+	"net"
+	"net/netip"
+	"path"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/rauta-lb/rauta/maglev"
+)
+
+func (p *parser) config(root *yaml.Node) *Config {
+	cfg := &Config{
+		XDPMode: XDPModeNative,
+		BPFFS:   DefaultBPFFS,
+		Flows: Flows{
+			TCPIdleTimeout: DefaultTCPIdleTimeout,
+			UDPIdleTimeout: DefaultUDPIdleTimeout,
+			ClosedTimeout:  DefaultClosedTimeout,
+		},
+	}
+	top, ok := p.object(root, "", "interfaces", "xdp_mode", "bpffs", "services", "pools", "metrics", "flows")
+	if !ok {
+		return cfg
+	}
+	if n, ok := p.required(top, "interfaces"); ok {
+		cfg.Interfaces = p.interfaces(n)
+	}
+	if n, ok := top.values["xdp_mode"]; ok {
+		cfg.XDPMode = p.xdpMode(n)
+	}
+	if n, ok := top.values["bpffs"]; ok {
+		cfg.BPFFS = p.bpffs(n)
+	}
+	// A pools section that is not a mapping at all leaves pool names
+	// unknown; checking references against it would only add noise.
+	pools := poolSet{checkable: true}
+	if n, ok := top.values["pools"]; ok {
+		cfg.Pools, pools = p.pools(n)
+	}
+	if n, ok := top.values["services"]; ok {
+		cfg.Services = p.services(n, pools)
+	}
+	if n, ok := top.values["metrics"]; ok {
+		cfg.Metrics = p.metrics(n)
+	}
+	if n, ok := top.values["flows"]; ok {
+		cfg.Flows = p.flows(n, cfg.Flows)
+	}
+	return cfg
+}
+
+func (p *parser) interfaces(n *yaml.Node) []string {
+	const at = "interfaces"
+	items, ok := p.list(n, at)
+	if !ok {
+		return nil
+	}
+	if len(items) == 0 {
+		p.errorf(n, at, "at least one interface is required")
+		return nil
+	}
+	names := make([]string, 0, len(items))
+	firstLine := make(map[string]int, len(items))
+	for i, item := range items {
+		itemAt := index(at, i)
+		name, ok := p.str(item, itemAt)
+		if !ok {
+			continue
+		}
+		if msg := checkInterfaceName(name); msg != "" {
+			p.errorf(item, itemAt, "invalid interface name %q: %s", name, msg)
+			continue
+		}
+		if line, dup := firstLine[name]; dup {
+			p.errorf(item, itemAt, "duplicate interface %q (first at line %d)", name, line)
+			continue
+		}
+		firstLine[name] = item.Line
+		if p.opts.InterfaceExists != nil && !p.opts.InterfaceExists(name) {
+			p.errorf(item, itemAt, "unknown interface %q", name)
+			continue
+		}
+		names = append(names, name)
+	}
+	return names
+}
+
+func (p *parser) xdpMode(n *yaml.Node) XDPMode {
+	s, ok := p.str(n, "xdp_mode")
+	if !ok {
+		return XDPModeNative
+	}
+	switch mode := XDPMode(s); mode {
+	case XDPModeNative, XDPModeGeneric:
+		return mode
+	}
+	p.errorf(n, "xdp_mode", "invalid mode %q (valid: native, generic)", s)
+	return XDPModeNative
+}
+
+func (p *parser) bpffs(n *yaml.Node) string {
+	s, ok := p.str(n, "bpffs")
+	if !ok {
+		return DefaultBPFFS
+	}
+	if !path.IsAbs(s) {
+		p.errorf(n, "bpffs", "must be an absolute path, got %q", s)
+		return DefaultBPFFS
+	}
+	return path.Clean(s)
+}
+
+// poolSet is what service validation needs to know about pools.
+type poolSet struct {
+	names     map[string]bool // every pool key in the file, valid or not
+	checkable bool
+}
+
+func (s poolSet) unknown(name string) bool { return s.checkable && !s.names[name] }
+
+func (p *parser) pools(n *yaml.Node) ([]Pool, poolSet) {
+	entries, ok := p.entries(n, "pools")
+	if !ok {
+		return nil, poolSet{}
+	}
+	set := poolSet{names: make(map[string]bool, len(entries)), checkable: true}
+	pools := make([]Pool, 0, len(entries))
+	for _, e := range entries {
+		// Known even if invalid, so services using it are not also
+		// blamed for naming an unknown pool.
+		set.names[e.key] = true
+		at := field("pools", e.key)
+		if msg := checkName(e.key); msg != "" {
+			p.errorf(e.keyAt, at, "invalid pool name %q: %s", e.key, msg)
+			continue
+		}
+		if pool, ok := p.pool(e.value, at, e.key); ok {
+			pools = append(pools, pool)
+		}
+	}
+	slices.SortFunc(pools, func(a, b Pool) int { return cmp.Compare(a.Name, b.Name) })
+	return pools, set
+}
+
+func (p *parser) pool(n *yaml.Node, at, name string) (Pool, bool) {
+	obj, ok := p.object(n, at, "maglev_size", "backends")
+	if !ok {
+		return Pool{}, false
+	}
+	errs := len(p.errs)
+	pool := Pool{Name: name, MaglevSize: maglev.DefaultSize}
+	if n, ok := obj.values["maglev_size"]; ok {
+		size, ok := p.integer(n, field(at, "maglev_size"), MinMaglevSize, MaxMaglevSize)
+		if ok && !maglev.IsPrime(uint32(size)) {
+			p.errorf(n, field(at, "maglev_size"), "%d is not prime (Maglev needs a prime table size; the default is %d)", size, maglev.DefaultSize)
+		}
+		pool.MaglevSize = uint32(size)
+	}
+	if n, ok := p.required(obj, "backends"); ok {
+		pool.Backends = p.backends(n, field(at, "backends"))
+	}
+	if len(p.errs) != errs {
+		return Pool{}, false
+	}
+
+	weighted := 0
+	for _, b := range pool.Backends {
+		if b.Weight > 0 {
+			weighted++
+		}
+	}
+	if weighted == 0 {
+		p.errorf(obj.values["backends"], field(at, "backends"), "every backend has weight 0 (drained); at least one needs a weight above 0")
+		return Pool{}, false
+	}
+	if uint32(weighted) > pool.MaglevSize {
+		sizeAt := obj.at
+		if n, ok := obj.values["maglev_size"]; ok {
+			sizeAt = n
+		}
+		p.errorf(sizeAt, field(at, "maglev_size"), "%d is smaller than the number of weighted backends (%d)", pool.MaglevSize, weighted)
+		return Pool{}, false
+	}
+	return pool, true
+}
+
+func (p *parser) backends(n *yaml.Node, at string) []Backend {
+	items, ok := p.list(n, at)
+	if !ok {
+		return nil
+	}
+	if len(items) == 0 {
+		p.errorf(n, at, "at least one backend is required")
+		return nil
+	}
+	backends := make([]Backend, 0, len(items))
+	firstLine := make(map[netip.AddrPort]int, len(items))
+	for i, item := range items {
+		b, ok := p.backend(item, index(at, i))
+		if !ok {
+			continue
+		}
+		if line, dup := firstLine[b.Address]; dup {
+			p.errorf(item, field(index(at, i), "address"), "duplicate backend %s (first at line %d)", b.Address, line)
+			continue
+		}
+		firstLine[b.Address] = item.Line
+		backends = append(backends, b)
+	}
+	return backends
+}
+
+func (p *parser) backend(n *yaml.Node, at string) (Backend, bool) {
+	obj, ok := p.object(n, at, "address", "weight")
+	if !ok {
+		return Backend{}, false
+	}
+	errs := len(p.errs)
+	b := Backend{Weight: 1}
+	if n, ok := p.required(obj, "address"); ok {
+		b.Address, _ = p.addrPort(n, field(at, "address"))
+	}
+	if n, ok := obj.values["weight"]; ok {
+		w, _ := p.integer(n, field(at, "weight"), 0, MaxWeight)
+		b.Weight = uint32(w)
+	}
+	return b, len(p.errs) == errs
+}
+
+func (p *parser) addrPort(n *yaml.Node, at string) (netip.AddrPort, bool) {
+	s, ok := p.str(n, at)
+	if !ok {
+		return netip.AddrPort{}, false
+	}
+	ap, err := netip.ParseAddrPort(s)
+	if err != nil {
+		if _, err := netip.ParseAddr(s); err == nil {
+			p.errorf(n, at, "address %q has no port; want IPv4:port, e.g. 10.0.1.11:80", s)
+		} else {
+			p.errorf(n, at, "invalid address %q; want IPv4:port, e.g. 10.0.1.11:80", s)
+		}
+		return netip.AddrPort{}, false
+	}
+	if msg := checkUnicastIPv4(ap.Addr()); msg != "" {
+		p.errorf(n, at, "address %q: %s", s, msg)
+		return netip.AddrPort{}, false
+	}
+	if ap.Port() == 0 {
+		p.errorf(n, at, "address %q: port must be 1..65535", s)
+		return netip.AddrPort{}, false
+	}
+	return ap, true
+}
+
+// listener is a service's claim on a VIP:port. TCP and HTTP share the TCP
+// port space; UDP has its own.
+type listener struct {
+	addr netip.AddrPort
+	udp  bool
+}
+
+type serviceRef struct {
+	name  string
+	index int
+	line  int
+}
+
+func (p *parser) services(n *yaml.Node, pools poolSet) []Service {
+	items, ok := p.list(n, "services")
+	if !ok {
+		return nil
+	}
+	services := make([]Service, 0, len(items))
+	names := make(map[string]serviceRef, len(items))
+	listeners := make(map[listener]serviceRef, len(items))
+	for i, item := range items {
+		at := index("services", i)
+		svc, ok := p.service(item, at, pools)
+		if !ok {
+			continue
+		}
+		self := serviceRef{name: svc.Name, index: i, line: item.Line}
+		if other, dup := names[svc.Name]; dup {
+			p.errorf(item, field(at, "name"), "duplicate service name %q (also services[%d], line %d)", svc.Name, other.index, other.line)
+			continue
+		}
+		names[svc.Name] = self
+		l := listener{addr: netip.AddrPortFrom(svc.VIP, svc.Port), udp: svc.Protocol == ProtocolUDP}
+		if other, dup := listeners[l]; dup {
+			space := "tcp"
+			if l.udp {
+				space = "udp"
+			}
+			p.errorf(item, at, "service %q and service %q (services[%d], line %d) both listen on %s/%s", svc.Name, other.name, other.index, other.line, l.addr, space)
+			continue
+		}
+		listeners[l] = self
+		services = append(services, svc)
+	}
+	return services
+}
+
+func (p *parser) service(n *yaml.Node, at string, pools poolSet) (Service, bool) {
+	obj, ok := p.object(n, at, "name", "vip", "port", "protocol", "pool", "routes")
+	if !ok {
+		return Service{}, false
+	}
+	errs := len(p.errs)
+	var svc Service
+	if n, ok := p.required(obj, "name"); ok {
+		svc.Name = p.name(n, field(at, "name"), "service")
+	}
+	if n, ok := p.required(obj, "vip"); ok {
+		svc.VIP, _ = p.vip(n, field(at, "vip"))
+	}
+	if n, ok := p.required(obj, "port"); ok {
+		port, _ := p.integer(n, field(at, "port"), 1, 65535)
+		svc.Port = uint16(port)
+	}
+	protoKnown := false
+	if n, ok := p.required(obj, "protocol"); ok {
+		svc.Protocol, protoKnown = p.protocol(n, field(at, "protocol"))
+	}
+
+	poolNode, hasPool := obj.values["pool"]
+	routesNode, hasRoutes := obj.values["routes"]
+	if protoKnown {
+		isHTTP := svc.Protocol == ProtocolHTTP
+		switch {
+		case isHTTP && hasPool:
+			p.errorf(poolNode, field(at, "pool"), "not allowed for http services; name pools in routes")
+		case isHTTP && !hasRoutes:
+			p.errorf(obj.at, field(at, "routes"), "required field is missing (http services route requests to pools)")
+		case !isHTTP && hasRoutes:
+			p.errorf(routesNode, field(at, "routes"), "not allowed for %s services; routes are for http", svc.Protocol)
+		case !isHTTP && !hasPool:
+			p.errorf(obj.at, field(at, "pool"), "required field is missing")
+		}
+	}
+	// Check whatever is present even when it is misplaced, so one run
+	// reports those problems too.
+	if hasPool {
+		svc.Pool, _ = p.poolRef(poolNode, field(at, "pool"), pools)
+	}
+	if hasRoutes {
+		svc.Routes = p.routes(routesNode, field(at, "routes"), pools)
+	}
+	return svc, len(p.errs) == errs
+}
+
+// name checks a service or pool name.
+func (p *parser) name(n *yaml.Node, at, kind string) string {
+	s, ok := p.str(n, at)
+	if !ok {
+		return ""
+	}
+	if msg := checkName(s); msg != "" {
+		p.errorf(n, at, "invalid %s name %q: %s", kind, s, msg)
+		return ""
+	}
+	return s
+}
+
+func (p *parser) vip(n *yaml.Node, at string) (netip.Addr, bool) {
+	s, ok := p.str(n, at)
+	if !ok {
+		return netip.Addr{}, false
+	}
+	addr, err := netip.ParseAddr(s)
+	if err != nil {
+		if _, err := netip.ParseAddrPort(s); err == nil {
+			p.errorf(n, at, "%q includes a port; set it with port", s)
+		} else {
+			p.errorf(n, at, "invalid IP address %q", s)
+		}
+		return netip.Addr{}, false
+	}
+	if msg := checkUnicastIPv4(addr); msg != "" {
+		p.errorf(n, at, "VIP %q: %s", s, msg)
+		return netip.Addr{}, false
+	}
+	return addr, true
+}
+
+func (p *parser) protocol(n *yaml.Node, at string) (Protocol, bool) {
+	s, ok := p.str(n, at)
+	if !ok {
+		return "", false
+	}
+	switch proto := Protocol(s); proto {
+	case ProtocolTCP, ProtocolUDP, ProtocolHTTP:
+		return proto, true
+	case "https":
+		p.errorf(n, at, "https is not supported yet")
+	default:
+		p.errorf(n, at, "invalid protocol %q (valid: tcp, udp, http)", s)
+	}
+	return "", false
+}
+
+func (p *parser) poolRef(n *yaml.Node, at string, pools poolSet) (string, bool) {
+	name, ok := p.str(n, at)
+	if !ok {
+		return "", false
+	}
+	if pools.unknown(name) {
+		p.errorf(n, at, "unknown pool %q", name)
+		return "", false
+	}
+	return name, true
+}
+
+// routeKey identifies a route within a service: two routes with the same
+// key would compete for the same requests.
+type routeKey struct {
+	host, path string
+	exact      bool
+}
+
+func (p *parser) routes(n *yaml.Node, at string, pools poolSet) []Route {
+	items, ok := p.list(n, at)
+	if !ok {
+		return nil
+	}
+	if len(items) == 0 {
+		p.errorf(n, at, "at least one route is required")
+		return nil
+	}
+	routes := make([]Route, 0, len(items))
+	seen := make(map[routeKey]int, len(items))
+	for i, item := range items {
+		r, ok := p.route(item, index(at, i), pools)
+		if !ok {
+			continue
+		}
+		key := routeKey{r.Host, r.Path, r.Exact}
+		if first, dup := seen[key]; dup {
+			p.errorf(item, index(at, i), "duplicate route: same host, path and exact as %s", index(at, first))
+			continue
+		}
+		seen[key] = i
+		routes = append(routes, r)
+	}
+	return routes
+}
+
+func (p *parser) route(n *yaml.Node, at string, pools poolSet) (Route, bool) {
+	obj, ok := p.object(n, at, "host", "path", "exact", "methods", "pool")
+	if !ok {
+		return Route{}, false
+	}
+	errs := len(p.errs)
+	var r Route
+	if n, ok := obj.values["host"]; ok {
+		if s, ok := p.str(n, field(at, "host")); ok {
+			var msg string
+			if r.Host, msg = normalizeHost(s); msg != "" {
+				p.errorf(n, field(at, "host"), "invalid host %q: %s", s, msg)
+			}
+		}
+	}
+	if n, ok := p.required(obj, "path"); ok {
+		if s, ok := p.str(n, field(at, "path")); ok {
+			if msg := checkRoutePath(s); msg != "" {
+				p.errorf(n, field(at, "path"), "invalid path %q: %s", s, msg)
+			}
+			r.Path = s
+		}
+	}
+	if n, ok := obj.values["exact"]; ok {
+		r.Exact, _ = p.boolean(n, field(at, "exact"))
+	}
+	if n, ok := obj.values["methods"]; ok {
+		r.Methods = p.methods(n, field(at, "methods"))
+	}
+	if n, ok := p.required(obj, "pool"); ok {
+		r.Pool, _ = p.poolRef(n, field(at, "pool"), pools)
+	}
+	return r, len(p.errs) == errs
+}
+
+// routableMethods are the methods a route may name. CONNECT is missing on
+// purpose: its target is an authority, not a path, so path routes cannot
+// apply to it.
+var routableMethods = []string{"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE"}
+
+func (p *parser) methods(n *yaml.Node, at string) []string {
+	items, ok := p.list(n, at)
+	if !ok {
+		return nil
+	}
+	if len(items) == 0 {
+		p.errorf(n, at, "empty list; omit methods to allow every method")
+		return nil
+	}
+	methods := make([]string, 0, len(items))
+	for i, item := range items {
+		s, ok := p.str(item, index(at, i))
+		if !ok {
+			continue
+		}
+		m := strings.ToUpper(s)
+		switch {
+		case m == "CONNECT":
+			p.errorf(item, index(at, i), "CONNECT cannot be routed by path")
+		case !slices.Contains(routableMethods, m):
+			p.errorf(item, index(at, i), "unknown method %q (valid: %s)", s, strings.Join(routableMethods, ", "))
+		case slices.Contains(methods, m):
+			p.errorf(item, index(at, i), "duplicate method %s", m)
+		default:
+			methods = append(methods, m)
+		}
+	}
+	return methods
+}
+
+func (p *parser) metrics(n *yaml.Node) Metrics {
+	obj, ok := p.object(n, "metrics", "listen")
+	if !ok {
+		return Metrics{}
+	}
+	n, ok = obj.values["listen"]
+	if !ok {
+		return Metrics{}
+	}
+	s, ok := p.str(n, "metrics.listen")
+	if !ok {
+		return Metrics{}
+	}
+	if msg := checkListen(s); msg != "" {
+		p.errorf(n, "metrics.listen", "invalid listen address %q: %s", s, msg)
+		return Metrics{}
+	}
+	return Metrics{Listen: s}
+}
+
+// checkListen validates a host:port for net.Listen, where the host may be
+// empty (all addresses), an IP address or a host name.
+func checkListen(s string) string {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return "want host:port, e.g. 127.0.0.1:9100"
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+		return "port must be a number in 1..65535"
+	}
+	if host == "" {
+		return ""
+	}
+	if _, err := netip.ParseAddr(host); err == nil {
+		return ""
+	}
+	if _, msg := normalizeHost(host); msg != "" || strings.HasPrefix(host, "*") {
+		return "host must be an IP address or a host name"
+	}
+	return ""
+}
+
+func (p *parser) flows(n *yaml.Node, flows Flows) Flows {
+	obj, ok := p.object(n, "flows", "tcp_idle_timeout", "udp_idle_timeout", "closed_timeout")
+	if !ok {
+		return flows
+	}
+	for _, timeout := range []struct {
+		key string
+		dst *time.Duration
+	}{
+		{"tcp_idle_timeout", &flows.TCPIdleTimeout},
+		{"udp_idle_timeout", &flows.UDPIdleTimeout},
+		{"closed_timeout", &flows.ClosedTimeout},
+	} {
+		if n, ok := obj.values[timeout.key]; ok {
+			if d, ok := p.duration(n, field("flows", timeout.key)); ok {
+				*timeout.dst = d
+			}
+		}
+	}
+	return flows
+}
