@@ -58,10 +58,10 @@ func Load(opts Options) (*Loader, error) {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("lift memlock limit: %w", err)
 	}
-	if err := ensureBPFFS(opts.PinPath); err != nil {
+	if err := removePins(opts.PinPath); err != nil {
 		return nil, err
 	}
-	if err := removePins(opts.PinPath); err != nil {
+	if err := ensureBPFFS(opts.PinPath); err != nil {
 		return nil, err
 	}
 	objs, err := xdp.Load(nil)

@@ -1,0 +1,261 @@
+// Package daemon runs RAUTA: it loads the configuration, puts the data path
+// into the kernel, keeps the maps in step with the configuration across
+// reloads, collects idle flows and serves metrics, until its context ends.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/rauta-lb/rauta/config"
+	"github.com/rauta-lb/rauta/flowcache"
+	"github.com/rauta-lb/rauta/loader"
+	"github.com/rauta-lb/rauta/metrics"
+)
+
+// Options configure Run.
+type Options struct {
+	ConfigPath string
+	Version    string
+	Logger     *slog.Logger
+	// Reload delivers a value for each reload request (SIGHUP).
+	Reload <-chan struct{}
+	// InNetns runs fn in the network namespace holding the configured
+	// interfaces. Nil means the caller's own; `rauta demo` uses it to
+	// drive a testbed namespace.
+	InNetns func(fn func() error) error
+	// GCInterval is how often idle flows are collected (default 5s).
+	GCInterval time.Duration
+	// Started, if set, is called once the data path is attached and
+	// programmed.
+	Started func(*Daemon)
+}
+
+// Daemon is a running RAUTA instance.
+type Daemon struct {
+	opts      Options
+	log       *slog.Logger
+	loader    *loader.Loader
+	flows     *flowcache.Table
+	timeouts  atomic.Pointer[flowcache.Timeouts]
+	liveFlows atomic.Int64
+	reloads   *prometheus.CounterVec
+}
+
+// ErrUnsupported marks configuration this build cannot run yet.
+var ErrUnsupported = errors.New("not supported by this build")
+
+// Run loads the configuration, attaches the data path and serves until ctx
+// is done. An invalid configuration returns an error before anything is
+// attached.
+func Run(ctx context.Context, opts Options) error {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.InNetns == nil {
+		opts.InNetns = func(fn func() error) error { return fn() }
+	}
+	if opts.GCInterval == 0 {
+		opts.GCInterval = 5 * time.Second
+	}
+	d := &Daemon{opts: opts, log: opts.Logger}
+
+	cfg, state, err := d.loadConfig()
+	if err != nil {
+		return err
+	}
+	d.loader, err = loader.Load(loader.Options{PinPath: cfg.BPFFS, Logger: d.log})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := d.loader.Close(); err != nil {
+			d.log.Error("detach", "error", err)
+		} else {
+			d.log.Info("detached and unpinned", "pins", cfg.BPFFS)
+		}
+	}()
+	if err := d.loader.Apply(state); err != nil {
+		return fmt.Errorf("program maps: %w", err)
+	}
+	if err := opts.InNetns(func() error { return d.loader.Attach(cfg.Interfaces, string(cfg.XDPMode)) }); err != nil {
+		return err
+	}
+	d.flows = flowcache.New(d.loader.Objects().Flows)
+	d.setTimeouts(cfg)
+	d.log.Info("rauta running", "services", len(cfg.Services), "pools", len(cfg.Pools),
+		"interfaces", cfg.Interfaces, "pins", cfg.BPFFS)
+
+	stopMetrics, err := d.serveMetrics(cfg.Metrics.Listen)
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
+
+	if opts.Started != nil {
+		opts.Started(d)
+	}
+
+	gc := time.NewTicker(opts.GCInterval)
+	defer gc.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			d.log.Info("shutting down")
+			return nil
+		case <-opts.Reload:
+			d.reload(cfg.Interfaces)
+		case <-gc.C:
+			d.collectFlows()
+		}
+	}
+}
+
+// loadConfig reads and validates the file and translates it into map state.
+func (d *Daemon) loadConfig() (*config.Config, loader.State, error) {
+	var cfg *config.Config
+	err := d.opts.InNetns(func() error {
+		var err error
+		cfg, err = config.Load(d.opts.ConfigPath, config.Options{InterfaceExists: interfaceExists})
+		return err
+	})
+	if err != nil {
+		return nil, loader.State{}, err
+	}
+	state, err := stateFromConfig(d.opts.ConfigPath, cfg)
+	if err != nil {
+		return nil, loader.State{}, err
+	}
+	return cfg, state, nil
+}
+
+func interfaceExists(name string) bool {
+	_, err := net.InterfaceByName(name)
+	return err == nil
+}
+
+func stateFromConfig(file string, cfg *config.Config) (loader.State, error) {
+	var s loader.State
+	for _, svc := range cfg.Services {
+		var proto uint8
+		switch svc.Protocol {
+		case config.ProtocolTCP:
+			proto = loader.ProtoTCP
+		case config.ProtocolUDP:
+			proto = loader.ProtoUDP
+		default:
+			return s, fmt.Errorf("%s: service %s: protocol %s: %w (L4 tcp and udp services only)",
+				file, svc.Name, svc.Protocol, ErrUnsupported)
+		}
+		s.Services = append(s.Services, loader.Service{
+			Name: svc.Name, VIP: svc.VIP, Port: svc.Port, Protocol: proto, Pool: svc.Pool,
+		})
+	}
+	for _, p := range cfg.Pools {
+		pool := loader.Pool{Name: p.Name, MaglevSize: p.MaglevSize}
+		for _, b := range p.Backends {
+			pool.Backends = append(pool.Backends, loader.Backend{Address: b.Address, Weight: b.Weight})
+		}
+		s.Pools = append(s.Pools, pool)
+	}
+	return s, nil
+}
+
+// reload applies a changed file. A file that fails validation leaves the
+// running configuration in place. Interfaces are fixed for the life of the
+// process: changing them needs a restart.
+func (d *Daemon) reload(attached []string) {
+	cfg, state, err := d.loadConfig()
+	if err != nil {
+		d.reloads.WithLabelValues("error").Inc()
+		d.log.Error("reload refused; keeping the running configuration", "error", err)
+		return
+	}
+	if fmt.Sprint(cfg.Interfaces) != fmt.Sprint(attached) {
+		d.log.Warn("interfaces changed in the file; restart rauta to apply", "attached", attached, "file", cfg.Interfaces)
+	}
+	if err := d.loader.Apply(state); err != nil {
+		d.reloads.WithLabelValues("error").Inc()
+		d.log.Error("reload failed while programming maps", "error", err)
+		return
+	}
+	d.setTimeouts(cfg)
+	d.reloads.WithLabelValues("ok").Inc()
+	d.log.Info("configuration reloaded", "services", len(cfg.Services), "pools", len(cfg.Pools))
+}
+
+func (d *Daemon) setTimeouts(cfg *config.Config) {
+	d.timeouts.Store(&flowcache.Timeouts{
+		TCPIdle: cfg.Flows.TCPIdleTimeout,
+		UDPIdle: cfg.Flows.UDPIdleTimeout,
+		Closed:  cfg.Flows.ClosedTimeout,
+	})
+}
+
+func (d *Daemon) collectFlows() {
+	stats, err := d.flows.Collect(*d.timeouts.Load())
+	if err != nil {
+		d.log.Warn("flow GC", "error", err)
+		return
+	}
+	d.liveFlows.Store(int64(stats.Live))
+	if stats.Removed > 0 {
+		d.log.Debug("flow GC", "removed", stats.Removed, "live", stats.Live)
+	}
+}
+
+// ServiceNames implements metrics.Source.
+func (d *Daemon) ServiceNames() map[uint32]string { return d.loader.ServiceNames() }
+
+// LiveFlows implements metrics.Source.
+func (d *Daemon) LiveFlows() int { return int(d.liveFlows.Load()) }
+
+// Loader exposes the loaded data path, for the demo's live view and tests.
+func (d *Daemon) Loader() *loader.Loader { return d.loader }
+
+// Flows exposes the flow table.
+func (d *Daemon) Flows() *flowcache.Table { return d.flows }
+
+func (d *Daemon) serveMetrics(listen string) (stop func(), err error) {
+	reg := prometheus.NewRegistry()
+	d.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "rauta_config_reloads_total", Help: "Configuration reloads by result.",
+	}, []string{"result"})
+	reg.MustRegister(
+		metrics.New(d.loader.Objects().Counters, d, d.opts.Version, d.log),
+		d.reloads,
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	if listen == "" {
+		return func() {}, nil
+	}
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return nil, fmt.Errorf("metrics listener: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			d.log.Error("metrics server", "error", err)
+		}
+	}()
+	d.log.Info("metrics listening", "address", ln.Addr().String())
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+	}, nil
+}
