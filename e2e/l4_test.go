@@ -154,9 +154,9 @@ func TestBadConfigAttachesNothing(t *testing.T) {
 	cases := []struct {
 		name, config, want string
 	}{
-		{"unknown pool", strings.Replace(l4Config(threeBackends), "pool: app", "pool: nope", 1), `:7: services[0].pool: unknown pool "nope"`},
-		{"unknown interface", strings.Replace(l4Config(threeBackends), "eth2]", "eth9]", 1), "eth9"},
-		{"weight out of range", strings.Replace(l4Config(threeBackends), "weight: 2", "weight: 5000", 1), "weight"},
+		{"unknown pool", strings.Replace(l4Config(threeBackends), "pool: app", "pool: nope", 1), `:8: services[0].pool: unknown pool "nope"`},
+		{"unknown interface", strings.Replace(l4Config(threeBackends), "eth2]", "eth9]", 1), `:1: interfaces[1]: unknown interface "eth9"`},
+		{"weight out of range", strings.Replace(l4Config(threeBackends), "weight: 2", "weight: 5000", 1), `:18: pools.app.backends[2].weight: 5000 is out of range`},
 	}
 	for _, tc := range cases {
 		d := launchDaemon(t, tb, tc.config)
