@@ -63,22 +63,38 @@ func monotonicNow() time.Duration {
 	return time.Duration(ts.Nano())
 }
 
+// batchSize is how many entries one batch syscall moves. Walking a table
+// of hundreds of thousands of flows one key at a time costs a second of CPU;
+// in batches it is a few hundred syscalls.
+const batchSize = 4096
+
+// walk calls fn for every entry, reading the table in batches.
+func (t *Table) walk(fn func(xdp.FlowKey, xdp.Flow)) error {
+	keys := make([]xdp.FlowKey, batchSize)
+	values := make([]xdp.Flow, batchSize)
+	var cursor ebpf.MapBatchCursor
+	for {
+		n, err := t.flows.BatchLookup(&cursor, keys, values, nil)
+		for i := range n {
+			fn(keys[i], values[i])
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("read flow table: %w", err)
+		}
+	}
+}
+
 // Dump returns every entry of the table.
 func (t *Table) Dump() ([]Entry, error) {
-	var (
-		key     xdp.FlowKey
-		value   xdp.Flow
-		entries []Entry
-	)
+	var entries []Entry
 	now := t.now()
-	iter := t.flows.Iterate()
-	for iter.Next(&key, &value) {
-		entries = append(entries, entry(key, value, now))
-	}
-	if err := iter.Err(); err != nil {
-		return nil, fmt.Errorf("read flow table: %w", err)
-	}
-	return entries, nil
+	err := t.walk(func(k xdp.FlowKey, v xdp.Flow) {
+		entries = append(entries, entry(k, v, now))
+	})
+	return entries, err
 }
 
 // GCStats says what one collection saw and did.
@@ -90,29 +106,40 @@ type GCStats struct {
 // Collect removes entries idle for longer than their timeout allows.
 func (t *Table) Collect(timeouts Timeouts) (GCStats, error) {
 	var (
-		key     xdp.FlowKey
-		value   xdp.Flow
 		expired []xdp.FlowKey
 		stats   GCStats
 	)
 	now := t.now()
-	iter := t.flows.Iterate()
-	for iter.Next(&key, &value) {
-		if entry(key, value, now).Idle > timeouts.For(key.Proto, value.State) {
-			expired = append(expired, key)
-			continue
+	err := t.walk(func(k xdp.FlowKey, v xdp.Flow) {
+		if entry(k, v, now).Idle > timeouts.For(k.Proto, v.State) {
+			expired = append(expired, k)
+			return
 		}
 		stats.Live++
+	})
+	if err != nil {
+		return stats, err
 	}
-	if err := iter.Err(); err != nil {
-		return stats, fmt.Errorf("read flow table: %w", err)
-	}
-	for _, k := range expired {
-		err := t.flows.Delete(k)
-		if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return stats, fmt.Errorf("delete flow: %w", err)
+	for len(expired) > 0 {
+		chunk := expired[:min(len(expired), batchSize)]
+		expired = expired[len(chunk):]
+		n, err := t.flows.BatchDelete(chunk, nil)
+		stats.Removed += n
+		// An entry the LRU evicted meanwhile ends a batch early: delete
+		// the rest one by one.
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			for _, k := range chunk[n:] {
+				if err := t.flows.Delete(k); err == nil {
+					stats.Removed++
+				} else if !errors.Is(err, ebpf.ErrKeyNotExist) {
+					return stats, fmt.Errorf("delete flow: %w", err)
+				}
+			}
+			continue
 		}
-		stats.Removed++
+		if err != nil {
+			return stats, fmt.Errorf("delete flows: %w", err)
+		}
 	}
 	return stats, nil
 }

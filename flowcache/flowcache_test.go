@@ -117,3 +117,49 @@ func TestDumpIsReadable(t *testing.T) {
 		t.Fatalf("Dump() = %+v, want [%+v]", got, want)
 	}
 }
+
+// More flows than one batch holds: every one is seen, the expired ones
+// removed.
+func TestCollectAcrossBatches(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to create BPF maps")
+	}
+	spec, err := xdp.Spec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ms := spec.Maps["flows"].Copy()
+	ms.MaxEntries = 3 * batchSize
+	m, err := ebpf.NewMap(ms)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	const n = 2*batchSize + 100
+	now := time.Hour
+	for i := range n {
+		k := xdp.FlowKey{Saddr: uint32(i), Daddr: 1, Sport: 1, Dport: 80, Proto: unix.IPPROTO_TCP}
+		seen := now - time.Second
+		if i%2 == 0 {
+			seen = now - 2*time.Minute
+		}
+		if err := m.Put(k, xdp.Flow{LastSeenNs: uint64(seen)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	table := &Table{flows: m, now: func() time.Duration { return now }}
+	stats, err := table.Collect(Timeouts{TCPIdle: time.Minute, UDPIdle: time.Minute, Closed: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stats.Live != n/2 || stats.Removed != n/2 {
+		t.Fatalf("stats %+v, want %d live and %d removed", stats, n/2, n/2)
+	}
+	entries, err := table.Dump()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != n/2 {
+		t.Fatalf("%d entries left, want %d", len(entries), n/2)
+	}
+}
