@@ -130,6 +130,9 @@ func TestCollectAcrossBatches(t *testing.T) {
 	}
 	ms := spec.Maps["flows"].Copy()
 	ms.MaxEntries = 3 * batchSize
+	// One shared LRU list: with per-CPU lists a CPU owns only its share of
+	// the entries and would evict inserts this test expects to find.
+	ms.Flags &^= unix.BPF_F_NO_COMMON_LRU
 	m, err := ebpf.NewMap(ms)
 	if err != nil {
 		t.Fatal(err)

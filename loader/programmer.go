@@ -284,11 +284,6 @@ func (p *Programmer) writeService(svc Service, table poolTable) (programmedServi
 		}
 	}
 	key := xdp.ServiceKey{Vip: xdp.Addr(svc.VIP), Port: xdp.Port(svc.Port), Proto: svc.Protocol}
-	if old, ok := p.services[svc.Name]; ok && old.key != key {
-		if err := p.objs.Services.Delete(old.key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return programmedService{}, fmt.Errorf("service %s: remove old key: %w", svc.Name, err)
-		}
-	}
 	value := xdp.Service{Id: id, TableSlot: table.slot, TableSize: table.size}
 	if err := p.objs.Services.Put(key, &value); err != nil {
 		return programmedService{}, fmt.Errorf("service %s: write: %w", svc.Name, err)
@@ -299,19 +294,25 @@ func (p *Programmer) writeService(svc Service, table poolTable) (programmedServi
 	return programmedService{key: key, vip: svc.VIP, id: id}, nil
 }
 
+// removeServices deletes what the previous state had and keep does not:
+// keys no service of keep owns (a renamed or moved service may own an old
+// key now), ids of removed names, and addresses that are no VIP any more.
 func (p *Programmer) removeServices(keep map[string]programmedService) error {
+	liveKeys := map[xdp.ServiceKey]bool{}
 	liveVIPs := map[uint32]bool{}
 	for _, svc := range keep {
+		liveKeys[svc.key] = true
 		liveVIPs[svc.key.Vip] = true
 	}
 	for name, old := range p.services {
-		if _, ok := keep[name]; ok {
-			continue
+		if _, ok := keep[name]; !ok {
+			p.serviceIDs.release(name)
 		}
-		if err := p.objs.Services.Delete(old.key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return fmt.Errorf("remove service %s: %w", name, err)
+		if !liveKeys[old.key] {
+			if err := p.objs.Services.Delete(old.key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+				return fmt.Errorf("remove service %s: %w", name, err)
+			}
 		}
-		p.serviceIDs.release(name)
 		if !liveVIPs[old.key.Vip] {
 			if err := p.objs.Vips.Delete(old.key.Vip); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 				return fmt.Errorf("remove VIP %s: %w", old.vip, err)

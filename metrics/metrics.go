@@ -70,12 +70,14 @@ func New(counters *ebpf.Map, source Source, version string, log *slog.Logger) *C
 		xdp.CounterPassNotService:      {c.passed, "not_service"},
 		xdp.CounterPassNoNeighbour:     {c.passed, "no_neighbour"},
 		xdp.CounterPassNoRoute:         {c.passed, "no_route"},
-		xdp.CounterPassTTLExceeded:     {c.passed, "ttl_exceeded"},
 		xdp.CounterPassNotInDevmap:     {c.passed, "egress_not_attached"},
+		xdp.CounterPassFragNeeded:      {c.passed, "frag_needed"},
 		xdp.CounterDropMalformed:       {c.dropped, "malformed"},
 		xdp.CounterDropFragment:        {c.dropped, "fragment"},
 		xdp.CounterDropNoBackend:       {c.dropped, "no_backend"},
 		xdp.CounterDropICMPUnknownFlow: {c.dropped, "icmp_unknown_flow"},
+		xdp.CounterDropTTLExceeded:     {c.dropped, "ttl_exceeded"},
+		xdp.CounterDropSpoofedVIP:      {c.dropped, "spoofed_vip"},
 	}
 	return c
 }

@@ -32,13 +32,15 @@ const (
 	bpfCounterCOUNTER_PASS_NOT_SERVICE       bpfCounter = 6
 	bpfCounterCOUNTER_PASS_NO_NEIGHBOUR      bpfCounter = 7
 	bpfCounterCOUNTER_PASS_NO_ROUTE          bpfCounter = 8
-	bpfCounterCOUNTER_PASS_TTL_EXCEEDED      bpfCounter = 9
-	bpfCounterCOUNTER_PASS_NOT_IN_DEVMAP     bpfCounter = 10
+	bpfCounterCOUNTER_PASS_NOT_IN_DEVMAP     bpfCounter = 9
+	bpfCounterCOUNTER_PASS_FRAG_NEEDED       bpfCounter = 10
 	bpfCounterCOUNTER_DROP_MALFORMED         bpfCounter = 11
 	bpfCounterCOUNTER_DROP_FRAGMENT          bpfCounter = 12
 	bpfCounterCOUNTER_DROP_NO_BACKEND        bpfCounter = 13
 	bpfCounterCOUNTER_DROP_ICMP_UNKNOWN_FLOW bpfCounter = 14
-	bpfCounterCOUNTER_MAX                    bpfCounter = 15
+	bpfCounterCOUNTER_DROP_TTL_EXCEEDED      bpfCounter = 15
+	bpfCounterCOUNTER_DROP_SPOOFED_VIP       bpfCounter = 16
+	bpfCounterCOUNTER_MAX                    bpfCounter = 17
 )
 
 type bpfFlow struct {

@@ -108,20 +108,16 @@ static __always_inline int nat_source(struct packet *pkt, __be32 addr, __be16 po
 
 /* Sends the (already translated) packet to its next hop: decrement the TTL
  * like any router, find the neighbour with the kernel's FIB, rewrite the MACs
- * and transmit. Whatever the FIB cannot finish (unknown neighbour, no route,
- * TTL expiry) goes to the kernel, which resolves ARP or sends the ICMP error
- * itself; the packet is already translated, so the kernel forwards it as is. */
+ * and transmit. Whatever the FIB cannot finish (unknown neighbour, no route)
+ * goes to the kernel, which resolves ARP or sends the ICMP error itself; the
+ * packet is already translated, so the kernel forwards it as is. TTL expiry
+ * is checked by the callers before anything is translated or recorded. */
 static __always_inline int forward(struct xdp_md *ctx, struct packet *pkt, __u32 service_id)
 {
 	struct iphdr *ip = pkt->ip;
 	struct bpf_fib_lookup fib = {};
 	__u16 old_ttl_word, new_ttl_word;
 	int rc;
-
-	if (ip->ttl <= 1) {
-		count(service_id, COUNTER_PASS_TTL_EXCEEDED, 1);
-		return XDP_PASS;
-	}
 
 	fib.family = AF_INET;
 	fib.tos = ip->tos;
@@ -134,6 +130,10 @@ static __always_inline int forward(struct xdp_md *ctx, struct packet *pkt, __u32
 	rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
 	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
 		count(service_id, COUNTER_PASS_NO_NEIGHBOUR, 1);
+		return XDP_PASS;
+	}
+	if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED) {
+		count(service_id, COUNTER_PASS_FRAG_NEEDED, 1);
 		return XDP_PASS;
 	}
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS) {
@@ -242,7 +242,12 @@ static __always_inline const struct backend *new_flow(struct packet *pkt, const 
 	f->nat_addr = be->addr;
 	f->nat_port = be->port;
 	f->direction = FLOW_TO_BACKEND;
+	/* a flow first seen through its FIN or RST is already ending */
 	f->state = FLOW_OPEN;
+	if (pkt->tcp && pkt->tcp->rst)
+		f->state = FLOW_CLOSED;
+	else if (pkt->tcp && pkt->tcp->fin)
+		f->state = FLOW_CLOSING;
 	f->service_id = svc->id;
 	f->backend_id = *backend_id;
 	f->last_seen_ns = bpf_ktime_get_coarse_ns();
@@ -255,7 +260,7 @@ static __always_inline const struct backend *new_flow(struct packet *pkt, const 
 	back.nat_addr = pkt->key.daddr;
 	back.nat_port = pkt->key.dport;
 	back.direction = FLOW_TO_CLIENT;
-	back.state = FLOW_OPEN;
+	back.state = f->state;
 	back.service_id = svc->id;
 	back.backend_id = *backend_id;
 	back.last_seen_ns = f->last_seen_ns;
@@ -268,15 +273,29 @@ static __always_inline const struct backend *new_flow(struct packet *pkt, const 
 	return be;
 }
 
+/* A packet that would leave with TTL 0 is dropped before it is translated or
+ * recorded. The LB does not send time-exceeded errors yet: traceroute through
+ * a VIP shows a silent hop. */
+static __always_inline int ttl_expired(struct packet *pkt, __u32 service_id)
+{
+	if (pkt->ip->ttl > 1)
+		return 0;
+	count(service_id, COUNTER_DROP_TTL_EXCEEDED, 1);
+	return 1;
+}
+
 static __always_inline int to_service(struct xdp_md *ctx, struct packet *pkt,
 				      const struct service *svc)
 {
-	struct flow *f = bpf_map_lookup_elem(&flows, &pkt->key);
+	struct flow *f;
 	struct flow fresh;
 
 	count(svc->id, COUNTER_RX_PACKETS, 1);
 	count(svc->id, COUNTER_RX_BYTES, pkt->data_end - pkt->data);
+	if (ttl_expired(pkt, svc->id))
+		return XDP_DROP;
 
+	f = bpf_map_lookup_elem(&flows, &pkt->key);
 	/* A SYN on a connection that was closed is a new connection reusing the
 	 * tuple: it deserves a fresh choice, not the old (maybe removed) backend. */
 	if (f && f->direction == FLOW_TO_BACKEND && !(f->state != FLOW_OPEN && is_tcp_syn(pkt))) {
@@ -287,6 +306,12 @@ static __always_inline int to_service(struct xdp_md *ctx, struct packet *pkt,
 		return forward(ctx, pkt, svc->id);
 	}
 
+	/* Only the LB speaks from a VIP. A flow opened from one would turn the
+	 * backend's replies into packets from the VIP to itself. */
+	if (is_vip(pkt->key.saddr)) {
+		count(svc->id, COUNTER_DROP_SPOOFED_VIP, 1);
+		return XDP_DROP;
+	}
 	if (!new_flow(pkt, svc, &fresh)) {
 		count(svc->id, COUNTER_DROP_NO_BACKEND, 1);
 		return XDP_DROP;
@@ -304,6 +329,8 @@ static __always_inline int to_client(struct xdp_md *ctx, struct packet *pkt, str
 {
 	count(f->service_id, COUNTER_RX_PACKETS, 1);
 	count(f->service_id, COUNTER_RX_BYTES, pkt->data_end - pkt->data);
+	if (ttl_expired(pkt, f->service_id))
+		return XDP_DROP;
 	touch(f);
 	track_teardown(pkt, f);
 	if (nat_source(pkt, f->nat_addr, f->nat_port)) {
@@ -323,8 +350,8 @@ static __always_inline int handle_icmp(struct xdp_md *ctx, struct packet *pkt)
 	struct icmphdr *icmp = pkt->l4;
 	struct iphdr *inner;
 	struct udphdr *inner_l4; /* ports sit at the same offsets in TCP */
-	struct flow_key quoted = {};
 	struct flow_key key = {};
+	struct service_key quoted_service = {};
 	struct flow *f;
 	__be32 old_addr;
 	__be16 old_port;
@@ -332,43 +359,56 @@ static __always_inline int handle_icmp(struct xdp_md *ctx, struct packet *pkt)
 
 	if (icmp->type != ICMP_DEST_UNREACH && icmp->type != ICMP_TIME_EXCEEDED) {
 		/* echo and friends to a VIP are the kernel's: it owns the address */
+		count(0, COUNTER_PASS_NOT_SERVICE, 1);
 		return XDP_PASS;
 	}
 
 	inner = (void *)(icmp + 1);
 	if ((void *)(inner + 1) > pkt->data_end)
-		return to_vip ? XDP_DROP : XDP_PASS;
-	if (inner->ihl != 5 || (inner->protocol != IPPROTO_TCP && inner->protocol != IPPROTO_UDP))
+		goto truncated;
+	if (inner->ihl != 5 || (inner->protocol != IPPROTO_TCP && inner->protocol != IPPROTO_UDP)) {
+		count(0, COUNTER_PASS_NOT_SERVICE, 1);
 		return XDP_PASS;
+	}
 	inner_l4 = (void *)(inner + 1);
-	if ((void *)(inner_l4 + 1) > pkt->data_end)
-		return to_vip ? XDP_DROP : XDP_PASS;
+	/* the quote must lie inside the IP packet, not in Ethernet padding */
+	if ((void *)(inner_l4 + 1) > pkt->data_end ||
+	    (void *)(inner_l4 + 1) > (void *)pkt->ip + bpf_ntohs(pkt->ip->tot_len))
+		goto truncated;
 
-	/* The ICMP checksum covers the quoted IP header, but a valid IP header
-	 * always sums to ~0: changing an address and fixing the header's own
-	 * checksum leaves the ICMP sum as it was. Only the port changes count.
+	/* The quote is a packet the LB emitted; the entry that translated it
+	 * is the one for packets travelling the other way, keyed by the
+	 * reversed quote.
 	 *
-	 * The quoted packet went out from the LB, so the flow that sent it is
-	 * keyed by its own direction: the quote is a packet we emitted, and the
-	 * entry we need is the one for packets travelling the other way. */
-	quoted.saddr = inner->saddr;
-	quoted.daddr = inner->daddr;
-	quoted.sport = inner_l4->source;
-	quoted.dport = inner_l4->dest;
-	quoted.proto = inner->protocol;
+	 * The ICMP checksum covers the quoted IP header, but a valid IP header
+	 * always sums to ~0: changing an address and fixing the header's own
+	 * checksum leaves the ICMP sum as it was. Only the port changes count. */
+	key.saddr = inner->daddr;
+	key.daddr = inner->saddr;
+	key.sport = inner_l4->dest;
+	key.dport = inner_l4->source;
+	key.proto = inner->protocol;
+	f = bpf_map_lookup_elem(&flows, &key);
+	/* an error that would be translated must survive its own hop too */
+	if (f && f->direction == (to_vip ? FLOW_TO_BACKEND : FLOW_TO_CLIENT) &&
+	    ttl_expired(pkt, f->service_id))
+		return XDP_DROP;
 
 	if (to_vip) {
-		/* Client side: we sent VIP -> client; the reverse entry of that
-		 * flow is backend -> client, found through the forward entry. */
-		key.saddr = quoted.daddr;
-		key.daddr = quoted.saddr;
-		key.sport = quoted.dport;
-		key.dport = quoted.sport;
-		key.proto = quoted.proto;
-		f = bpf_map_lookup_elem(&flows, &key);
+		/* Client side: the quote is VIP:vport -> client. */
 		if (!f || f->direction != FLOW_TO_BACKEND) {
-			count(0, COUNTER_DROP_ICMP_UNKNOWN_FLOW, 1);
-			return XDP_DROP;
+			/* About a service's flow we no longer know: nobody to
+			 * tell. About the host's own sockets on the VIP (ssh,
+			 * the slow path): the kernel's. */
+			quoted_service.vip = inner->saddr;
+			quoted_service.port = inner_l4->source;
+			quoted_service.proto = inner->protocol;
+			if (bpf_map_lookup_elem(&services, &quoted_service)) {
+				count(0, COUNTER_DROP_ICMP_UNKNOWN_FLOW, 1);
+				return XDP_DROP;
+			}
+			count(0, COUNTER_PASS_NOT_SERVICE, 1);
+			return XDP_PASS;
 		}
 		/* quote: VIP:vport -> client  becomes  backend:bport -> client */
 		old_addr = inner->saddr;
@@ -379,16 +419,12 @@ static __always_inline int handle_icmp(struct xdp_md *ctx, struct packet *pkt)
 		icmp->checksum = csum_replace2(icmp->checksum, old_port, f->nat_port);
 		rewrite_addr(pkt->ip, &pkt->ip->daddr, f->nat_addr, NULL, 0);
 	} else {
-		/* Backend side: we sent client -> backend; the reply direction
-		 * backend -> client holds the VIP to restore. */
-		key.saddr = quoted.daddr;
-		key.daddr = quoted.saddr;
-		key.sport = quoted.dport;
-		key.dport = quoted.sport;
-		key.proto = quoted.proto;
-		f = bpf_map_lookup_elem(&flows, &key);
-		if (!f || f->direction != FLOW_TO_CLIENT)
+		/* Backend side: the quote is client -> backend:bport; the
+		 * reverse entry holds the VIP to restore. */
+		if (!f || f->direction != FLOW_TO_CLIENT) {
+			count(0, COUNTER_PASS_NOT_SERVICE, 1);
 			return XDP_PASS;
+		}
 		/* quote: client -> backend:bport  becomes  client -> VIP:vport */
 		old_addr = inner->daddr;
 		inner->daddr = f->nat_addr;
@@ -403,6 +439,14 @@ static __always_inline int handle_icmp(struct xdp_md *ctx, struct packet *pkt)
 	}
 	count(f->service_id, COUNTER_ICMP_FORWARDED, 1);
 	return forward(ctx, pkt, f->service_id);
+
+truncated:
+	if (to_vip) {
+		count(0, COUNTER_DROP_MALFORMED, 1);
+		return XDP_DROP;
+	}
+	count(0, COUNTER_PASS_NOT_SERVICE, 1);
+	return XDP_PASS;
 }
 
 SEC("xdp")

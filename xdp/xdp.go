@@ -44,12 +44,14 @@ const (
 	CounterPassNotService      = bpfCounterCOUNTER_PASS_NOT_SERVICE
 	CounterPassNoNeighbour     = bpfCounterCOUNTER_PASS_NO_NEIGHBOUR
 	CounterPassNoRoute         = bpfCounterCOUNTER_PASS_NO_ROUTE
-	CounterPassTTLExceeded     = bpfCounterCOUNTER_PASS_TTL_EXCEEDED
 	CounterPassNotInDevmap     = bpfCounterCOUNTER_PASS_NOT_IN_DEVMAP
+	CounterPassFragNeeded      = bpfCounterCOUNTER_PASS_FRAG_NEEDED
 	CounterDropMalformed       = bpfCounterCOUNTER_DROP_MALFORMED
 	CounterDropFragment        = bpfCounterCOUNTER_DROP_FRAGMENT
 	CounterDropNoBackend       = bpfCounterCOUNTER_DROP_NO_BACKEND
 	CounterDropICMPUnknownFlow = bpfCounterCOUNTER_DROP_ICMP_UNKNOWN_FLOW
+	CounterDropTTLExceeded     = bpfCounterCOUNTER_DROP_TTL_EXCEEDED
+	CounterDropSpoofedVIP      = bpfCounterCOUNTER_DROP_SPOOFED_VIP
 	NumCounters                = int(bpfCounterCOUNTER_MAX)
 )
 

@@ -58,7 +58,7 @@ static __always_inline enum parse_result parse_packet(struct xdp_md *ctx, struct
 	void *data_end = (void *)(long)ctx->data_end;
 	struct ethhdr *eth = data;
 	struct iphdr *ip;
-	__u32 ihl;
+	__u32 ihl, tot;
 
 	pkt->data = data;
 	pkt->data_end = data_end;
@@ -92,13 +92,17 @@ static __always_inline enum parse_result parse_packet(struct xdp_md *ctx, struct
 	if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET))
 		return PARSE_FRAGMENT;
 
+	/* Headers must fit the IP packet, not only the frame: Ethernet padding
+	 * after a short packet is not a header. */
+	tot = bpf_ntohs(ip->tot_len);
 	switch (ip->protocol) {
 	case IPPROTO_TCP: {
 		struct tcphdr *tcp = pkt->l4;
 
 		if ((void *)(tcp + 1) > data_end)
 			return PARSE_MALFORMED;
-		if (tcp->doff < 5 || (void *)tcp + tcp->doff * 4 > data_end)
+		if (tcp->doff < 5 || (void *)tcp + tcp->doff * 4 > data_end ||
+		    ihl + tcp->doff * 4 > tot)
 			return PARSE_MALFORMED;
 		pkt->key.sport = tcp->source;
 		pkt->key.dport = tcp->dest;
@@ -111,6 +115,8 @@ static __always_inline enum parse_result parse_packet(struct xdp_md *ctx, struct
 
 		if ((void *)(udp + 1) > data_end)
 			return PARSE_MALFORMED;
+		if (bpf_ntohs(udp->len) < sizeof(*udp) || ihl + bpf_ntohs(udp->len) > tot)
+			return PARSE_MALFORMED;
 		pkt->key.sport = udp->source;
 		pkt->key.dport = udp->dest;
 		pkt->udp = udp;
@@ -118,7 +124,7 @@ static __always_inline enum parse_result parse_packet(struct xdp_md *ctx, struct
 		return PARSE_OK;
 	}
 	case IPPROTO_ICMP:
-		if (pkt->l4 + sizeof(struct icmphdr) > data_end)
+		if (pkt->l4 + sizeof(struct icmphdr) > data_end || ihl + sizeof(struct icmphdr) > tot)
 			return PARSE_MALFORMED;
 		return PARSE_OK;
 	default:

@@ -83,12 +83,19 @@ enum counter {
 	COUNTER_PASS_NOT_SERVICE,
 	COUNTER_PASS_NO_NEIGHBOUR,
 	COUNTER_PASS_NO_ROUTE,
-	COUNTER_PASS_TTL_EXCEEDED,
 	COUNTER_PASS_NOT_IN_DEVMAP,
+	/* The egress MTU is smaller than the packet. The kernel's
+	 * fragmentation-needed error will quote the translated header, which the
+	 * sender cannot match: a known limitation until XDP builds the ICMP
+	 * error itself. */
+	COUNTER_PASS_FRAG_NEEDED,
 	COUNTER_DROP_MALFORMED,
 	COUNTER_DROP_FRAGMENT,
 	COUNTER_DROP_NO_BACKEND,
 	COUNTER_DROP_ICMP_UNKNOWN_FLOW,
+	COUNTER_DROP_TTL_EXCEEDED,
+	/* a packet claiming to come from a VIP: only the LB itself may */
+	COUNTER_DROP_SPOOFED_VIP,
 	COUNTER_MAX,
 };
 
