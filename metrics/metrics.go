@@ -56,11 +56,16 @@ func New(counters *ebpf.Map, source Source, version string, log *slog.Logger) *C
 			nil, prometheus.Labels{"version": version, "goversion": runtime.Version()}),
 		flows: prometheus.NewDesc("rauta_flows", "Entries in the flow table at the last garbage collection (one per direction of a connection).", nil, nil),
 		plain: map[xdp.Counter]*prometheus.Desc{
-			xdp.CounterRxPackets:     prometheus.NewDesc("rauta_xdp_rx_packets_total", "Packets of a service seen by XDP, both directions.", svc, nil),
-			xdp.CounterRxBytes:       prometheus.NewDesc("rauta_xdp_rx_bytes_total", "Bytes of a service seen by XDP, both directions, Ethernet header included.", svc, nil),
-			xdp.CounterForwarded:     prometheus.NewDesc("rauta_xdp_forwarded_packets_total", "Packets translated and transmitted by XDP.", svc, nil),
-			xdp.CounterNewFlows:      prometheus.NewDesc("rauta_xdp_new_flows_total", "Flows given a backend by Maglev.", svc, nil),
-			xdp.CounterICMPForwarded: prometheus.NewDesc("rauta_xdp_icmp_translated_total", "ICMP errors about a service's flows, translated and forwarded.", svc, nil),
+			xdp.CounterRxPackets:           prometheus.NewDesc("rauta_xdp_rx_packets_total", "Packets of a service seen by XDP, both directions.", svc, nil),
+			xdp.CounterRxBytes:             prometheus.NewDesc("rauta_xdp_rx_bytes_total", "Bytes of a service seen by XDP, both directions, Ethernet header included.", svc, nil),
+			xdp.CounterForwarded:           prometheus.NewDesc("rauta_xdp_forwarded_packets_total", "Packets translated and transmitted by XDP.", svc, nil),
+			xdp.CounterNewFlows:            prometheus.NewDesc("rauta_xdp_new_flows_total", "Flows given a backend by Maglev.", svc, nil),
+			xdp.CounterICMPForwarded:       prometheus.NewDesc("rauta_xdp_icmp_translated_total", "ICMP errors about a service's flows, translated and forwarded.", svc, nil),
+			xdp.CounterSYNCookiesSent:      prometheus.NewDesc("rauta_xdp_syn_cookies_sent_total", "SYN-ACKs with a SYN cookie sent for HTTP services.", svc, nil),
+			xdp.CounterHandshakesCompleted: prometheus.NewDesc("rauta_xdp_handshakes_completed_total", "Bare ACKs with a valid cookie (handshakes XDP completed).", svc, nil),
+			xdp.CounterBackendSYNs:         prometheus.NewDesc("rauta_xdp_backend_syns_total", "SYNs sent to backends for routed requests, retransmissions included.", svc, nil),
+			xdp.CounterSpliced:             prometheus.NewDesc("rauta_xdp_spliced_total", "Backend SYN-ACKs answered with the stashed request (connections spliced).", svc, nil),
+			xdp.CounterSlowpath:            prometheus.NewDesc("rauta_xdp_slowpath_connections_total", "HTTP connections handed to the slow path (by reason: rauta_xdp_slowpath_reason_total).", svc, nil),
 		},
 		passed:  prometheus.NewDesc("rauta_xdp_passed_packets_total", "Packets handed to the kernel, by reason.", withReason, nil),
 		dropped: prometheus.NewDesc("rauta_xdp_dropped_packets_total", "Packets dropped by XDP, by reason.", withReason, nil),
@@ -78,6 +83,9 @@ func New(counters *ebpf.Map, source Source, version string, log *slog.Logger) *C
 		xdp.CounterDropICMPUnknownFlow: {c.dropped, "icmp_unknown_flow"},
 		xdp.CounterDropTTLExceeded:     {c.dropped, "ttl_exceeded"},
 		xdp.CounterDropSpoofedVIP:      {c.dropped, "spoofed_vip"},
+		xdp.CounterDropBadCookie:       {c.dropped, "bad_cookie"},
+		xdp.CounterDropHTTPState:       {c.dropped, "http_state"},
+		xdp.CounterPassNoCookieKey:     {c.passed, "no_cookie_key"},
 	}
 	return c
 }

@@ -40,18 +40,37 @@ const (
 	bpfCounterCOUNTER_DROP_ICMP_UNKNOWN_FLOW bpfCounter = 14
 	bpfCounterCOUNTER_DROP_TTL_EXCEEDED      bpfCounter = 15
 	bpfCounterCOUNTER_DROP_SPOOFED_VIP       bpfCounter = 16
-	bpfCounterCOUNTER_MAX                    bpfCounter = 17
+	bpfCounterCOUNTER_SYN_COOKIES_SENT       bpfCounter = 17
+	bpfCounterCOUNTER_HANDSHAKES_COMPLETED   bpfCounter = 18
+	bpfCounterCOUNTER_DROP_BAD_COOKIE        bpfCounter = 19
+	bpfCounterCOUNTER_PASS_NO_COOKIE_KEY     bpfCounter = 20
+	bpfCounterCOUNTER_BACKEND_SYNS           bpfCounter = 21
+	bpfCounterCOUNTER_SPLICED                bpfCounter = 22
+	bpfCounterCOUNTER_SLOWPATH               bpfCounter = 23
+	bpfCounterCOUNTER_DROP_HTTP_STATE        bpfCounter = 24
+	bpfCounterCOUNTER_MAX                    bpfCounter = 25
 )
 
 type bpfFlow struct {
-	_          structs.HostLayout
-	NatAddr    uint32
-	NatPort    uint16
-	Direction  uint8
-	State      uint8
-	ServiceId  uint32
-	BackendId  uint32
-	LastSeenNs uint64
+	_             structs.HostLayout
+	NatAddr       uint32
+	NatPort       uint16
+	Direction     uint8
+	State         uint8
+	ServiceId     uint32
+	BackendId     uint32
+	LastSeenNs    uint64
+	SeqDelta      uint32
+	ClientIsn     uint32
+	LbIsn         uint32
+	Mss           uint16
+	ClientWscale  uint8
+	BackendWscale uint8
+	Splice        uint8
+	StashPending  uint8
+	StashLen      uint16
+	ClientWindow  uint16
+	Reason        uint16
 }
 
 type bpfFlowDirection uint32
@@ -79,6 +98,61 @@ const (
 	bpfFlowStateFLOW_CLOSED  bpfFlowState = 2
 )
 
+type bpfHttpMethod uint32
+
+const (
+	bpfHttpMethodHTTP_GET     bpfHttpMethod = 1
+	bpfHttpMethodHTTP_HEAD    bpfHttpMethod = 2
+	bpfHttpMethodHTTP_POST    bpfHttpMethod = 4
+	bpfHttpMethodHTTP_PUT     bpfHttpMethod = 8
+	bpfHttpMethodHTTP_DELETE  bpfHttpMethod = 16
+	bpfHttpMethodHTTP_PATCH   bpfHttpMethod = 32
+	bpfHttpMethodHTTP_OPTIONS bpfHttpMethod = 64
+	bpfHttpMethodHTTP_TRACE   bpfHttpMethod = 128
+)
+
+type bpfHttpScratch struct {
+	_   structs.HostLayout
+	Buf [1024]uint8
+	Key bpfRouteKey
+	P   struct {
+		_       structs.HostLayout
+		Len     uint32
+		State   uint32
+		Pos     uint32
+		_       [4]byte
+		Word    uint64
+		Method  uint32
+		PathLen uint32
+		HostLen uint32
+		Reason  uint32
+		SegLen  uint32
+		SegDots uint32
+		Prev    uint32
+		_       [4]byte
+	}
+}
+
+type bpfPool struct {
+	_         structs.HostLayout
+	TableSlot uint32
+	TableSize uint32
+}
+
+type bpfRoute struct {
+	_       structs.HostLayout
+	PoolId  uint32
+	Methods uint32
+}
+
+type bpfRouteKey struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	ServiceId uint32
+	Host      [64]uint8
+	Path      [128]uint8
+}
+
 type bpfService struct {
 	_         structs.HostLayout
 	Id        uint32
@@ -86,6 +160,12 @@ type bpfService struct {
 	TableSize uint32
 	Flags     uint32
 }
+
+type bpfServiceFlags uint32
+
+const (
+	bpfServiceFlagsSERVICE_HTTP bpfServiceFlags = 1
+)
 
 type bpfServiceKey struct {
 	_     structs.HostLayout
@@ -95,21 +175,81 @@ type bpfServiceKey struct {
 	Pad   uint8
 }
 
+type bpfSiphashKey struct {
+	_  structs.HostLayout
+	K0 uint64
+	K1 uint64
+}
+
+type bpfSlowpathReason uint32
+
+const (
+	bpfSlowpathReasonSLOW_NONE        bpfSlowpathReason = 0
+	bpfSlowpathReasonSLOW_NOT_HTTP    bpfSlowpathReason = 1
+	bpfSlowpathReasonSLOW_TLS         bpfSlowpathReason = 2
+	bpfSlowpathReasonSLOW_H2C         bpfSlowpathReason = 3
+	bpfSlowpathReasonSLOW_CONNECT     bpfSlowpathReason = 4
+	bpfSlowpathReasonSLOW_TARGET_FORM bpfSlowpathReason = 5
+	bpfSlowpathReasonSLOW_UNSAFE_PATH bpfSlowpathReason = 6
+	bpfSlowpathReasonSLOW_LONG_PATH   bpfSlowpathReason = 7
+	bpfSlowpathReasonSLOW_NO_HOST     bpfSlowpathReason = 8
+	bpfSlowpathReasonSLOW_BAD_HOST    bpfSlowpathReason = 9
+	bpfSlowpathReasonSLOW_INCOMPLETE  bpfSlowpathReason = 10
+	bpfSlowpathReasonSLOW_NO_ROUTE    bpfSlowpathReason = 11
+	bpfSlowpathReasonSLOW_METHOD      bpfSlowpathReason = 12
+	bpfSlowpathReasonSLOW_STASH_FULL  bpfSlowpathReason = 13
+	bpfSlowpathReasonSLOW_MAX         bpfSlowpathReason = 14
+)
+
+type bpfSpliceState uint32
+
+const (
+	bpfSpliceStateSPLICE_NONE        bpfSpliceState = 0
+	bpfSpliceStateSPLICE_SYN_SENT    bpfSpliceState = 1
+	bpfSpliceStateSPLICE_ESTABLISHED bpfSpliceState = 2
+	bpfSpliceStateSPLICE_SLOWPATH    bpfSpliceState = 3
+)
+
+type bpfStash struct {
+	_    structs.HostLayout
+	Len  uint16
+	Pad  uint16
+	Data [1464]uint8
+}
+
+type bpfTcpOptionsBuf struct {
+	_ structs.HostLayout
+	B [264]uint8
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	bpfMapBackends            = "backends"
-	bpfMapCounters            = "counters"
-	bpfMapFlows               = "flows"
-	bpfMapMaglevTables        = "maglev_tables"
-	bpfMapServices            = "services"
-	bpfMapTxPorts             = "tx_ports"
-	bpfMapVips                = "vips"
-	bpfProgRautaXdp           = "rauta_xdp"
-	bpfVarUnusedCounter       = "unused_counter"
-	bpfVarUnusedFlowDirection = "unused_flow_direction"
-	bpfVarUnusedFlowState     = "unused_flow_state"
+	bpfMapBackends             = "backends"
+	bpfMapCounters             = "counters"
+	bpfMapFlows                = "flows"
+	bpfMapHttpScratch          = "http_scratch"
+	bpfMapMaglevTables         = "maglev_tables"
+	bpfMapPools                = "pools"
+	bpfMapRoutes               = "routes"
+	bpfMapServices             = "services"
+	bpfMapSlowpathCounters     = "slowpath_counters"
+	bpfMapStash                = "stash"
+	bpfMapStashScratch         = "stash_scratch"
+	bpfMapSyncookieCurrent     = "syncookie_current"
+	bpfMapSyncookieKeys        = "syncookie_keys"
+	bpfMapTcpOptionsScratch    = "tcp_options_scratch"
+	bpfMapTxPorts              = "tx_ports"
+	bpfMapVips                 = "vips"
+	bpfProgRautaXdp            = "rauta_xdp"
+	bpfVarUnusedCounter        = "unused_counter"
+	bpfVarUnusedFlowDirection  = "unused_flow_direction"
+	bpfVarUnusedFlowState      = "unused_flow_state"
+	bpfVarUnusedHttpMethod     = "unused_http_method"
+	bpfVarUnusedServiceFlags   = "unused_service_flags"
+	bpfVarUnusedSlowpathReason = "unused_slowpath_reason"
+	bpfVarUnusedSpliceState    = "unused_splice_state"
 )
 
 // loadBpf returns the embedded CollectionSpec for bpf.
@@ -161,22 +301,35 @@ type bpfProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type bpfMapSpecs struct {
-	Backends     *ebpf.MapSpec `ebpf:"backends"`
-	Counters     *ebpf.MapSpec `ebpf:"counters"`
-	Flows        *ebpf.MapSpec `ebpf:"flows"`
-	MaglevTables *ebpf.MapSpec `ebpf:"maglev_tables"`
-	Services     *ebpf.MapSpec `ebpf:"services"`
-	TxPorts      *ebpf.MapSpec `ebpf:"tx_ports"`
-	Vips         *ebpf.MapSpec `ebpf:"vips"`
+	Backends          *ebpf.MapSpec `ebpf:"backends"`
+	Counters          *ebpf.MapSpec `ebpf:"counters"`
+	Flows             *ebpf.MapSpec `ebpf:"flows"`
+	HttpScratch       *ebpf.MapSpec `ebpf:"http_scratch"`
+	MaglevTables      *ebpf.MapSpec `ebpf:"maglev_tables"`
+	Pools             *ebpf.MapSpec `ebpf:"pools"`
+	Routes            *ebpf.MapSpec `ebpf:"routes"`
+	Services          *ebpf.MapSpec `ebpf:"services"`
+	SlowpathCounters  *ebpf.MapSpec `ebpf:"slowpath_counters"`
+	Stash             *ebpf.MapSpec `ebpf:"stash"`
+	StashScratch      *ebpf.MapSpec `ebpf:"stash_scratch"`
+	SyncookieCurrent  *ebpf.MapSpec `ebpf:"syncookie_current"`
+	SyncookieKeys     *ebpf.MapSpec `ebpf:"syncookie_keys"`
+	TcpOptionsScratch *ebpf.MapSpec `ebpf:"tcp_options_scratch"`
+	TxPorts           *ebpf.MapSpec `ebpf:"tx_ports"`
+	Vips              *ebpf.MapSpec `ebpf:"vips"`
 }
 
 // bpfVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type bpfVariableSpecs struct {
-	UnusedCounter       *ebpf.VariableSpec `ebpf:"unused_counter"`
-	UnusedFlowDirection *ebpf.VariableSpec `ebpf:"unused_flow_direction"`
-	UnusedFlowState     *ebpf.VariableSpec `ebpf:"unused_flow_state"`
+	UnusedCounter        *ebpf.VariableSpec `ebpf:"unused_counter"`
+	UnusedFlowDirection  *ebpf.VariableSpec `ebpf:"unused_flow_direction"`
+	UnusedFlowState      *ebpf.VariableSpec `ebpf:"unused_flow_state"`
+	UnusedHttpMethod     *ebpf.VariableSpec `ebpf:"unused_http_method"`
+	UnusedServiceFlags   *ebpf.VariableSpec `ebpf:"unused_service_flags"`
+	UnusedSlowpathReason *ebpf.VariableSpec `ebpf:"unused_slowpath_reason"`
+	UnusedSpliceState    *ebpf.VariableSpec `ebpf:"unused_splice_state"`
 }
 
 // bpfObjects contains all objects after they have been loaded into the kernel.
@@ -199,13 +352,22 @@ func (o *bpfObjects) Close() error {
 //
 // It can be passed to loadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bpfMaps struct {
-	Backends     *ebpf.Map `ebpf:"backends"`
-	Counters     *ebpf.Map `ebpf:"counters"`
-	Flows        *ebpf.Map `ebpf:"flows"`
-	MaglevTables *ebpf.Map `ebpf:"maglev_tables"`
-	Services     *ebpf.Map `ebpf:"services"`
-	TxPorts      *ebpf.Map `ebpf:"tx_ports"`
-	Vips         *ebpf.Map `ebpf:"vips"`
+	Backends          *ebpf.Map `ebpf:"backends"`
+	Counters          *ebpf.Map `ebpf:"counters"`
+	Flows             *ebpf.Map `ebpf:"flows"`
+	HttpScratch       *ebpf.Map `ebpf:"http_scratch"`
+	MaglevTables      *ebpf.Map `ebpf:"maglev_tables"`
+	Pools             *ebpf.Map `ebpf:"pools"`
+	Routes            *ebpf.Map `ebpf:"routes"`
+	Services          *ebpf.Map `ebpf:"services"`
+	SlowpathCounters  *ebpf.Map `ebpf:"slowpath_counters"`
+	Stash             *ebpf.Map `ebpf:"stash"`
+	StashScratch      *ebpf.Map `ebpf:"stash_scratch"`
+	SyncookieCurrent  *ebpf.Map `ebpf:"syncookie_current"`
+	SyncookieKeys     *ebpf.Map `ebpf:"syncookie_keys"`
+	TcpOptionsScratch *ebpf.Map `ebpf:"tcp_options_scratch"`
+	TxPorts           *ebpf.Map `ebpf:"tx_ports"`
+	Vips              *ebpf.Map `ebpf:"vips"`
 }
 
 func (m *bpfMaps) Close() error {
@@ -213,8 +375,17 @@ func (m *bpfMaps) Close() error {
 		m.Backends,
 		m.Counters,
 		m.Flows,
+		m.HttpScratch,
 		m.MaglevTables,
+		m.Pools,
+		m.Routes,
 		m.Services,
+		m.SlowpathCounters,
+		m.Stash,
+		m.StashScratch,
+		m.SyncookieCurrent,
+		m.SyncookieKeys,
+		m.TcpOptionsScratch,
 		m.TxPorts,
 		m.Vips,
 	)
@@ -224,9 +395,13 @@ func (m *bpfMaps) Close() error {
 //
 // It can be passed to loadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bpfVariables struct {
-	UnusedCounter       *ebpf.Variable `ebpf:"unused_counter"`
-	UnusedFlowDirection *ebpf.Variable `ebpf:"unused_flow_direction"`
-	UnusedFlowState     *ebpf.Variable `ebpf:"unused_flow_state"`
+	UnusedCounter        *ebpf.Variable `ebpf:"unused_counter"`
+	UnusedFlowDirection  *ebpf.Variable `ebpf:"unused_flow_direction"`
+	UnusedFlowState      *ebpf.Variable `ebpf:"unused_flow_state"`
+	UnusedHttpMethod     *ebpf.Variable `ebpf:"unused_http_method"`
+	UnusedServiceFlags   *ebpf.Variable `ebpf:"unused_service_flags"`
+	UnusedSlowpathReason *ebpf.Variable `ebpf:"unused_slowpath_reason"`
+	UnusedSpliceState    *ebpf.Variable `ebpf:"unused_splice_state"`
 }
 
 // bpfPrograms contains all programs after they have been loaded into the kernel.

@@ -521,6 +521,10 @@ var counterNames = map[xdp.Counter]string{
 	xdp.CounterDropMalformed: "drop_malformed", xdp.CounterDropFragment: "drop_fragment",
 	xdp.CounterDropNoBackend: "drop_no_backend", xdp.CounterDropICMPUnknownFlow: "drop_icmp_unknown_flow",
 	xdp.CounterDropTTLExceeded: "drop_ttl_exceeded", xdp.CounterDropSpoofedVIP: "drop_spoofed_vip",
+	xdp.CounterSYNCookiesSent: "syn_cookies_sent", xdp.CounterHandshakesCompleted: "handshakes_completed",
+	xdp.CounterDropBadCookie: "drop_bad_cookie", xdp.CounterPassNoCookieKey: "pass_no_cookie_key",
+	xdp.CounterBackendSYNs: "backend_syns", xdp.CounterSpliced: "spliced",
+	xdp.CounterSlowpath: "slowpath", xdp.CounterDropHTTPState: "drop_http_state",
 }
 
 // delta is a set of expected counter increments: {service id, counter} → n.

@@ -34,6 +34,10 @@
 const enum counter *unused_counter __attribute__((unused));
 const enum flow_direction *unused_flow_direction __attribute__((unused));
 const enum flow_state *unused_flow_state __attribute__((unused));
+const enum splice_state *unused_splice_state __attribute__((unused));
+const enum slowpath_reason *unused_slowpath_reason __attribute__((unused));
+const enum http_method *unused_http_method __attribute__((unused));
+const enum service_flags *unused_service_flags __attribute__((unused));
 
 static __always_inline int is_vip(__be32 addr)
 {
@@ -449,6 +453,9 @@ truncated:
 	return XDP_PASS;
 }
 
+/* The HTTP fast path builds on the L4 helpers above. */
+#include "splice.h"
+
 SEC("xdp")
 int rauta_xdp(struct xdp_md *ctx)
 {
@@ -491,12 +498,18 @@ int rauta_xdp(struct xdp_md *ctx)
 	skey.port = pkt.key.dport;
 	skey.proto = pkt.key.proto;
 	svc = bpf_map_lookup_elem(&services, &skey);
-	if (svc)
+	if (svc) {
+		if (svc->flags & SERVICE_HTTP)
+			return to_http_service(ctx, &pkt, svc);
 		return to_service(ctx, &pkt, svc);
+	}
 
 	f = bpf_map_lookup_elem(&flows, &pkt.key);
-	if (f && f->direction == FLOW_TO_CLIENT)
+	if (f && f->direction == FLOW_TO_CLIENT) {
+		if (f->splice != SPLICE_NONE)
+			return http_to_client(ctx, &pkt, f);
 		return to_client(ctx, &pkt, f);
+	}
 
 	count(0, COUNTER_PASS_NOT_SERVICE, 1);
 	return XDP_PASS;

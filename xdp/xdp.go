@@ -22,6 +22,78 @@ type (
 	Counter    = bpfCounter
 )
 
+// Slow-path reasons: why a connection left the fast path. The
+// slowpath_counters map is indexed by serviceID*NumSlowpathReasons + reason.
+type SlowpathReason = bpfSlowpathReason
+
+// NumSlowpathReasons bounds SlowpathReason.
+const NumSlowpathReasons = int(bpfSlowpathReasonSLOW_MAX)
+
+// SlowpathReasonNames names each reason for metrics and logs.
+func SlowpathReasonName(r SlowpathReason) string {
+	switch r {
+	case bpfSlowpathReasonSLOW_NONE:
+		return "none"
+	case bpfSlowpathReasonSLOW_NOT_HTTP:
+		return "not_http"
+	case bpfSlowpathReasonSLOW_TLS:
+		return "tls"
+	case bpfSlowpathReasonSLOW_H2C:
+		return "h2c_preface"
+	case bpfSlowpathReasonSLOW_CONNECT:
+		return "connect"
+	case bpfSlowpathReasonSLOW_TARGET_FORM:
+		return "target_form"
+	case bpfSlowpathReasonSLOW_UNSAFE_PATH:
+		return "unsafe_path"
+	case bpfSlowpathReasonSLOW_LONG_PATH:
+		return "long_path"
+	case bpfSlowpathReasonSLOW_NO_HOST:
+		return "no_host"
+	case bpfSlowpathReasonSLOW_BAD_HOST:
+		return "bad_host"
+	case bpfSlowpathReasonSLOW_INCOMPLETE:
+		return "incomplete"
+	case bpfSlowpathReasonSLOW_NO_ROUTE:
+		return "no_route"
+	case bpfSlowpathReasonSLOW_METHOD:
+		return "method"
+	case bpfSlowpathReasonSLOW_STASH_FULL:
+		return "stash_full"
+	}
+	return fmt.Sprintf("reason_%d", r)
+}
+
+// Shared route and pool types of the HTTP fast path.
+type (
+	RouteKey = bpfRouteKey
+	Route    = bpfRoute
+	Pool     = bpfPool
+)
+
+// ServiceHTTP flags an HTTP service in Service.Flags.
+const ServiceHTTP = uint32(bpfServiceFlagsSERVICE_HTTP)
+
+// Splice states of HTTP flows (Flow.Splice).
+const (
+	SpliceNone        = uint8(bpfSpliceStateSPLICE_NONE)
+	SpliceSYNSent     = uint8(bpfSpliceStateSPLICE_SYN_SENT)
+	SpliceEstablished = uint8(bpfSpliceStateSPLICE_ESTABLISHED)
+	SpliceSlowpath    = uint8(bpfSpliceStateSPLICE_SLOWPATH)
+)
+
+// Method bits of Route.Methods.
+var methodBits = map[string]uint32{
+	"GET": uint32(bpfHttpMethodHTTP_GET), "HEAD": uint32(bpfHttpMethodHTTP_HEAD),
+	"POST": uint32(bpfHttpMethodHTTP_POST), "PUT": uint32(bpfHttpMethodHTTP_PUT),
+	"DELETE": uint32(bpfHttpMethodHTTP_DELETE), "PATCH": uint32(bpfHttpMethodHTTP_PATCH),
+	"OPTIONS": uint32(bpfHttpMethodHTTP_OPTIONS), "TRACE": uint32(bpfHttpMethodHTTP_TRACE),
+}
+
+// MethodBit returns the bit of an (uppercase) method, or 0 for one XDP does
+// not route.
+func MethodBit(method string) uint32 { return methodBits[method] }
+
 // Flow directions and states, as the program writes them.
 const (
 	ToBackend = uint8(bpfFlowDirectionFLOW_TO_BACKEND)
@@ -52,6 +124,14 @@ const (
 	CounterDropICMPUnknownFlow = bpfCounterCOUNTER_DROP_ICMP_UNKNOWN_FLOW
 	CounterDropTTLExceeded     = bpfCounterCOUNTER_DROP_TTL_EXCEEDED
 	CounterDropSpoofedVIP      = bpfCounterCOUNTER_DROP_SPOOFED_VIP
+	CounterSYNCookiesSent      = bpfCounterCOUNTER_SYN_COOKIES_SENT
+	CounterHandshakesCompleted = bpfCounterCOUNTER_HANDSHAKES_COMPLETED
+	CounterDropBadCookie       = bpfCounterCOUNTER_DROP_BAD_COOKIE
+	CounterPassNoCookieKey     = bpfCounterCOUNTER_PASS_NO_COOKIE_KEY
+	CounterBackendSYNs         = bpfCounterCOUNTER_BACKEND_SYNS
+	CounterSpliced             = bpfCounterCOUNTER_SPLICED
+	CounterSlowpath            = bpfCounterCOUNTER_SLOWPATH
+	CounterDropHTTPState       = bpfCounterCOUNTER_DROP_HTTP_STATE
 	NumCounters                = int(bpfCounterCOUNTER_MAX)
 )
 

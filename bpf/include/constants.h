@@ -8,6 +8,11 @@
 #define MAX_TABLE_SLOTS 2048
 #define MAX_FLOWS (1 << 20)
 #define MAX_INTERFACES 64
+#define MAX_ROUTES 16384
+#define MAX_POOLS 1024
+/* Half-open spliced connections whose first request waits for a backend. */
+#define MAX_STASHED 16384
+#define STASH_MAX 1460
 
 #define FLOW_REFRESH_NS 1000000000ULL
 

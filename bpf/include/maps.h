@@ -68,6 +68,30 @@ struct {
 } tx_ports SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, MAX_ROUTES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct route_key);
+	__type(value, struct route);
+} routes SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_POOLS);
+	__type(key, __u32);
+	__type(value, struct pool);
+} pools SEC(".maps");
+
+/* Counters of connections handed to the slow path, per service and reason:
+ * index service_id * SLOW_MAX + reason. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MAX_SERVICES * SLOW_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} slowpath_counters SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, MAX_SERVICES * COUNTER_MAX);
 	__type(key, __u32);

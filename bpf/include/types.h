@@ -28,6 +28,50 @@ struct service {
 	__u32 flags;
 };
 
+enum service_flags {
+	/* HTTP service: handshakes answered with SYN cookies, the first request
+	 * routed by host and path, the connection spliced onto a backend's. */
+	SERVICE_HTTP = 1,
+};
+
+/* HTTP routes: one LPM lookup finds the longest path prefix for a host. The
+ * key covers the service, the whole host (zero-padded, so a host-less route
+ * is the all-zero host) and the path; an exact route ends with a zero byte
+ * after its path, which only an exactly equal request path also has. */
+#define ROUTE_HOST_MAX 64
+#define ROUTE_PATH_MAX 128
+
+struct route_key {
+	__u32 prefixlen;
+	__u32 service_id;
+	__u8 host[ROUTE_HOST_MAX];
+	__u8 path[ROUTE_PATH_MAX];
+};
+
+struct route {
+	__u32 pool_id;
+	/* bit per method (enum http_method); 0 allows any */
+	__u32 methods;
+};
+
+enum http_method {
+	HTTP_GET = 1 << 0,
+	HTTP_HEAD = 1 << 1,
+	HTTP_POST = 1 << 2,
+	HTTP_PUT = 1 << 3,
+	HTTP_DELETE = 1 << 4,
+	HTTP_PATCH = 1 << 5,
+	HTTP_OPTIONS = 1 << 6,
+	HTTP_TRACE = 1 << 7,
+};
+
+/* A pool's current Maglev table, for HTTP routes (L4 services carry theirs
+ * in the service entry). */
+struct pool {
+	__u32 table_slot;
+	__u32 table_size;
+};
+
 struct backend {
 	__be32 addr;
 	__be16 port;
@@ -59,6 +103,13 @@ enum flow_state {
 	FLOW_CLOSED = 2,
 };
 
+enum splice_state {
+	SPLICE_NONE = 0,        /* an L4 flow */
+	SPLICE_SYN_SENT = 1,    /* request stashed, SYN sent to the backend */
+	SPLICE_ESTABLISHED = 2, /* sequence numbers translated both ways */
+	SPLICE_SLOWPATH = 3,    /* handed to the kernel (and the slow path) */
+};
+
 struct flow {
 	__be32 nat_addr;
 	__be16 nat_port;
@@ -69,6 +120,40 @@ struct flow {
 	/* CLOCK_MONOTONIC nanoseconds, refreshed at most once a second so that
 	 * busy flows do not write a shared cache line on every packet. */
 	__u64 last_seen_ns;
+	/* HTTP splicing; zero for L4 flows. The client's ISN is c, the LB's
+	 * (the cookie) is L, the backend's s: backend sequence numbers get
+	 * L - s added on the way to the client, client acknowledgements get
+	 * it subtracted on the way to the backend. */
+	__u32 seq_delta;
+	__u32 client_isn;
+	__u32 lb_isn;
+	__u16 mss;
+	__u8 client_wscale;  /* 15: the client did not scale */
+	__u8 backend_wscale;
+	__u8 splice;         /* enum splice_state */
+	__u8 stash_pending;  /* the backend has not acknowledged the stash yet */
+	__u16 stash_len;
+	__u16 client_window; /* raw window of the client's first segment */
+	__u16 reason;        /* enum slowpath_reason, for SPLICE_SLOWPATH */
+};
+
+/* Why a connection left the fast path. */
+enum slowpath_reason {
+	SLOW_NONE = 0,
+	SLOW_NOT_HTTP,
+	SLOW_TLS,
+	SLOW_H2C,
+	SLOW_CONNECT,
+	SLOW_TARGET_FORM, /* absolute-form or asterisk-form request target */
+	SLOW_UNSAFE_PATH, /* %, backslash, //, dot segments, control bytes */
+	SLOW_LONG_PATH,
+	SLOW_NO_HOST,
+	SLOW_BAD_HOST,
+	SLOW_INCOMPLETE, /* request line or Host not in the first segment */
+	SLOW_NO_ROUTE,
+	SLOW_METHOD,
+	SLOW_STASH_FULL,
+	SLOW_MAX,
 };
 
 /* Per-service, per-CPU counters: the index into the counters map is
@@ -96,6 +181,15 @@ enum counter {
 	COUNTER_DROP_TTL_EXCEEDED,
 	/* a packet claiming to come from a VIP: only the LB itself may */
 	COUNTER_DROP_SPOOFED_VIP,
+	/* HTTP services */
+	COUNTER_SYN_COOKIES_SENT,
+	COUNTER_HANDSHAKES_COMPLETED, /* the client's bare ACK carried a valid cookie */
+	COUNTER_DROP_BAD_COOKIE,
+	COUNTER_PASS_NO_COOKIE_KEY,   /* the daemon has not loaded a key yet */
+	COUNTER_BACKEND_SYNS,
+	COUNTER_SPLICED,              /* backend SYN-ACK turned into ACK + request */
+	COUNTER_SLOWPATH,             /* by reason: see the slowpath counters */
+	COUNTER_DROP_HTTP_STATE,      /* a segment that fits no state of the splice */
 	COUNTER_MAX,
 };
 

@@ -1,0 +1,538 @@
+/* The HTTP fast path (DESIGN §4): answer the handshake with a SYN cookie,
+ * route the first request, open a connection to the backend carrying the
+ * client's options and ISN, hand it the request, then translate sequence
+ * numbers both ways. No state exists before a valid first data segment. */
+#ifndef RAUTA_SPLICE_H
+#define RAUTA_SPLICE_H
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <linux/in.h>
+#include <linux/tcp.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "constants.h"
+#include "types.h"
+#include "maps.h"
+#include "csum.h"
+#include "hash.h"
+#include "parse.h"
+#include "syncookie.h"
+#include "handshake.h"
+#include "http_parse.h"
+
+struct stash {
+	__u16 len;
+	__u16 pad;
+	/* zero-padded past len to a multiple of 4, for bpf_csum_diff */
+	__u8 data[STASH_MAX + 4];
+};
+
+/* The first request of each connection whose backend handshake is in
+ * flight, keyed by the client's flow key. Not preallocated: when it is full,
+ * the update fails and the connection goes to the slow path. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_STASHED);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct flow_key);
+	__type(value, struct stash);
+} stash SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct stash);
+} stash_scratch SEC(".maps");
+
+static __always_inline void count_slowpath(__u32 service_id, __u32 reason)
+{
+	__u32 key = service_id * SLOW_MAX + (reason < SLOW_MAX ? reason : SLOW_NOT_HTTP);
+	__u64 *v = bpf_map_lookup_elem(&slowpath_counters, &key);
+
+	if (v)
+		*v += 1;
+	count(service_id, COUNTER_SLOWPATH, 1);
+}
+
+static __always_inline __u32 payload_len(const struct packet *pkt)
+{
+	return bpf_ntohs(pkt->ip->tot_len) - pkt->ip->ihl * 4 - pkt->tcp->doff * 4;
+}
+
+static __always_inline __u32 payload_offset(const struct packet *pkt)
+{
+	return (void *)pkt->tcp + pkt->tcp->doff * 4 - pkt->data;
+}
+
+/* Re-reads the headers after the frame was rewritten with write_frame. */
+static __always_inline int reparse(struct xdp_md *ctx, struct packet *pkt)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *ip = (void *)(eth + 1);
+	struct tcphdr *tcp = (void *)(ip + 1);
+
+	if ((void *)(tcp + 1) > data_end)
+		return -1;
+	pkt->data = data;
+	pkt->data_end = data_end;
+	pkt->eth = eth;
+	pkt->ip = ip;
+	pkt->l4 = tcp;
+	pkt->tcp = tcp;
+	pkt->ports = (struct udphdr *)tcp;
+	pkt->udp = NULL;
+	return 0;
+}
+
+/* Turns the client's first data segment into the SYN to the backend: the
+ * client's address, port and ISN, the options its cookie carried. */
+static __always_inline int write_backend_syn(struct xdp_md *ctx, struct packet *pkt, const struct flow *f)
+{
+	struct syn_frame out = {};
+	__u32 window = f->client_window;
+
+	__builtin_memcpy(&out.eth, pkt->eth, sizeof(out.eth));
+	out.ip.version = 4;
+	out.ip.ihl = 5;
+	out.ip.tot_len = bpf_htons(sizeof(out.ip) + sizeof(out.tcp) + sizeof(out.opts));
+	out.ip.frag_off = bpf_htons(IP_DF);
+	out.ip.ttl = pkt->ip->ttl;
+	out.ip.protocol = IPPROTO_TCP;
+	out.ip.saddr = pkt->ip->saddr;
+	out.ip.daddr = f->nat_addr;
+	out.tcp.source = pkt->tcp->source;
+	out.tcp.dest = f->nat_port;
+	out.tcp.seq = bpf_htonl(f->client_isn);
+	out.tcp.doff = (sizeof(out.tcp) + sizeof(out.opts)) / 4;
+	out.tcp.syn = 1;
+	/* A SYN's window is never scaled. */
+	if (f->client_wscale <= 14)
+		window <<= f->client_wscale;
+	out.tcp.window = bpf_htons(window > 65535 ? 65535 : window);
+	/* No SACK: blocks would have to be translated between the two
+	 * sequence spaces (see docs/ARCHITECTURE.md). */
+	syn_frame_options(&out, f->mss, 0, f->client_wscale);
+	syn_frame_checksums(&out);
+	if (write_frame(ctx, &out, sizeof(out) - FRAME_PAD, sizeof(out) - FRAME_PAD) || reparse(ctx, pkt))
+		return -1;
+	return 0;
+}
+
+/* Looks up a route: first for the request's host, then host-less. */
+static __always_inline struct route *find_route(struct http_scratch *s)
+{
+	struct route *r = bpf_map_lookup_elem(&routes, &s->key);
+
+	if (r)
+		return r;
+	__builtin_memset(s->key.host, 0, sizeof(s->key.host));
+	return bpf_map_lookup_elem(&routes, &s->key);
+}
+
+static __always_inline int to_slowpath(struct packet *pkt, const struct service *svc, struct flow *f,
+				       __u32 reason)
+{
+	f->splice = SPLICE_SLOWPATH;
+	f->reason = reason;
+	f->direction = FLOW_TO_BACKEND;
+	f->service_id = svc->id;
+	f->last_seen_ns = bpf_ktime_get_coarse_ns();
+	bpf_map_update_elem(&flows, &pkt->key, f, BPF_ANY);
+	count_slowpath(svc->id, reason);
+	return XDP_PASS;
+}
+
+/* A client segment with no flow: the handshake's ACK, or the first request. */
+static __always_inline int http_first_segment(struct xdp_md *ctx, struct packet *pkt,
+					      const struct service *svc)
+{
+	struct tcphdr *tcp = pkt->tcp;
+	struct syn_options o;
+	struct flow f = {}, back = {};
+	struct flow_key reverse = {};
+	struct http_scratch *s;
+	struct stash *st;
+	struct route *r;
+	struct pool *pool;
+	const struct backend *be;
+	__u32 zero = 0, isn, cookie, len, off, method = 0, reason, slot, index, *backend_id;
+	void *table;
+
+	if (!tcp->ack || tcp->rst || tcp->syn) {
+		count(svc->id, COUNTER_DROP_HTTP_STATE, 1);
+		return XDP_DROP;
+	}
+	isn = bpf_ntohl(tcp->seq) - 1;
+	cookie = bpf_ntohl(tcp->ack_seq) - 1;
+	if (!syncookie_check(pkt->key.saddr, pkt->key.daddr, pkt->key.sport, pkt->key.dport, isn, cookie, &o)) {
+		count(svc->id, COUNTER_DROP_BAD_COOKIE, 1);
+		return XDP_DROP;
+	}
+	len = payload_len(pkt);
+	if (len == 0) {
+		/* The bare ACK completing the handshake: nothing to keep. */
+		count(svc->id, COUNTER_HANDSHAKES_COMPLETED, 1);
+		return XDP_DROP;
+	}
+
+	f.client_isn = isn;
+	f.lb_isn = cookie;
+	f.mss = o.mss;
+	f.client_wscale = o.wscale;
+	f.client_window = bpf_ntohs(tcp->window);
+
+	s = bpf_map_lookup_elem(&http_scratch, &zero);
+	if (!s)
+		return XDP_DROP;
+	off = payload_offset(pkt);
+	reason = http_parse_request(ctx, off, len, s, &method);
+	if (reason)
+		return to_slowpath(pkt, svc, &f, reason);
+	s->key.service_id = svc->id;
+	r = find_route(s);
+	if (!r)
+		return to_slowpath(pkt, svc, &f, SLOW_NO_ROUTE);
+	if (r->methods && !(r->methods & method))
+		return to_slowpath(pkt, svc, &f, SLOW_METHOD);
+	if (len > STASH_MAX)
+		return to_slowpath(pkt, svc, &f, SLOW_STASH_FULL);
+
+	/* The backend: the route's pool, Maglev over the client's tuple. */
+	slot = r->pool_id;
+	pool = bpf_map_lookup_elem(&pools, &slot);
+	if (!pool || pool->table_size == 0)
+		goto no_backend;
+	slot = pool->table_slot;
+	table = bpf_map_lookup_elem(&maglev_tables, &slot);
+	if (!table)
+		goto no_backend;
+	index = flow_hash(&pkt->key) % pool->table_size;
+	backend_id = bpf_map_lookup_elem(table, &index);
+	if (!backend_id)
+		goto no_backend;
+	be = bpf_map_lookup_elem(&backends, backend_id);
+	if (!be || be->addr == 0)
+		goto no_backend;
+
+	/* Stash the request until the backend's SYN-ACK. */
+	st = bpf_map_lookup_elem(&stash_scratch, &zero);
+	if (!st)
+		return XDP_DROP;
+	/* 1..STASH_MAX in a form the verifier keeps */
+	len = ((len - 1) & 0x7ff) + 1;
+	if (len > STASH_MAX)
+		return XDP_DROP;
+	if (bpf_xdp_load_bytes(ctx, off, st->data, len))
+		return XDP_DROP;
+	st->len = len;
+	st->data[len & 0x7ff] = 0;
+	st->data[(len + 1) & 0x7ff] = 0;
+	st->data[(len + 2) & 0x7ff] = 0;
+	if (bpf_map_update_elem(&stash, &pkt->key, st, BPF_ANY))
+		return to_slowpath(pkt, svc, &f, SLOW_STASH_FULL);
+
+	f.nat_addr = be->addr;
+	f.nat_port = be->port;
+	f.direction = FLOW_TO_BACKEND;
+	f.service_id = svc->id;
+	f.backend_id = *backend_id;
+	f.splice = SPLICE_SYN_SENT;
+	f.stash_pending = 1;
+	f.stash_len = len;
+	f.last_seen_ns = bpf_ktime_get_coarse_ns();
+	back = f;
+	back.nat_addr = pkt->key.daddr;
+	back.nat_port = pkt->key.dport;
+	back.direction = FLOW_TO_CLIENT;
+	reverse.saddr = be->addr;
+	reverse.sport = be->port;
+	reverse.daddr = pkt->key.saddr;
+	reverse.dport = pkt->key.sport;
+	reverse.proto = IPPROTO_TCP;
+	bpf_map_update_elem(&flows, &reverse, &back, BPF_ANY);
+	bpf_map_update_elem(&flows, &pkt->key, &f, BPF_ANY);
+
+	if (write_backend_syn(ctx, pkt, &f))
+		return XDP_DROP;
+	count(svc->id, COUNTER_NEW_FLOWS, 1);
+	count(svc->id, COUNTER_BACKEND_SYNS, 1);
+	return forward(ctx, pkt, svc->id);
+
+no_backend:
+	count(svc->id, COUNTER_DROP_NO_BACKEND, 1);
+	return XDP_DROP;
+}
+
+/* Adds a 32-bit value to a sequence field, keeping the checksum. */
+static __always_inline void seq_add(__be32 *field, __u32 delta, __u16 *check)
+{
+	__be32 old = *field;
+
+	*field = bpf_htonl(bpf_ntohl(old) + delta);
+	*check = csum_replace4(*check, old, *field);
+}
+
+static __always_inline void drop_splice(struct packet *pkt, struct flow *f)
+{
+	struct flow_key peer;
+
+	peer_key(&pkt->key, f, &peer);
+	if (f->direction == FLOW_TO_BACKEND)
+		bpf_map_delete_elem(&stash, &pkt->key);
+	else
+		bpf_map_delete_elem(&stash, &peer);
+	bpf_map_delete_elem(&flows, &peer);
+	bpf_map_delete_elem(&flows, &pkt->key);
+}
+
+/* client -> backend on a spliced flow. */
+static __always_inline int http_to_backend(struct xdp_md *ctx, struct packet *pkt,
+					   const struct service *svc, struct flow *f)
+{
+	struct tcphdr *tcp = pkt->tcp;
+	__u32 seq = bpf_ntohl(tcp->seq);
+
+	switch (f->splice) {
+	case SPLICE_SLOWPATH:
+		count(svc->id, COUNTER_PASS_NOT_SERVICE, 1);
+		return XDP_PASS;
+	case SPLICE_SYN_SENT:
+		/* The client retransmits its request while the backend has not
+		 * answered: the backend's SYN was probably lost, send it again. */
+		if (seq == f->client_isn + 1 && payload_len(pkt) > 0 && !tcp->syn && !tcp->rst) {
+			if (write_backend_syn(ctx, pkt, f))
+				return XDP_DROP;
+			count(svc->id, COUNTER_BACKEND_SYNS, 1);
+			return forward(ctx, pkt, svc->id);
+		}
+		if (tcp->rst) {
+			drop_splice(pkt, f);
+			return XDP_DROP;
+		}
+		count(svc->id, COUNTER_DROP_HTTP_STATE, 1);
+		return XDP_DROP;
+	case SPLICE_ESTABLISHED:
+		break;
+	default:
+		return XDP_DROP;
+	}
+	if (tcp->syn) {
+		count(svc->id, COUNTER_DROP_HTTP_STATE, 1);
+		return XDP_DROP;
+	}
+	touch(f);
+	if (tcp->rst) {
+		/* forward the RST, then forget the connection */
+		f->state = FLOW_CLOSED;
+	}
+	track_teardown(pkt, f);
+	if (tcp->ack)
+		seq_add(&tcp->ack_seq, -f->seq_delta, &tcp->check);
+	if (nat_destination(pkt, f->nat_addr, f->nat_port))
+		return XDP_DROP;
+	return forward(ctx, pkt, svc->id);
+}
+
+/* The backend's SYN-ACK: record its ISN and window scale and answer with the
+ * ACK that carries the stashed request, back out the interface it came in. */
+static __always_inline int http_backend_synack(struct xdp_md *ctx, struct packet *pkt, struct flow *f)
+{
+	struct tcphdr *tcp = pkt->tcp;
+	struct syn_options o;
+	struct flow_key client_key = {};
+	struct flow *cf;
+	struct stash *st;
+	struct {
+		__u8 pad[FRAME_PAD];
+		struct ethhdr eth;
+		struct iphdr ip;
+		struct tcphdr tcp;
+	} out = {};
+	struct pseudo_header ph = {};
+	__u32 s = bpf_ntohl(tcp->seq), len;
+	__s64 sum;
+
+	parse_syn_options(ctx, pkt, &o);
+	client_key.saddr = pkt->key.daddr;
+	client_key.sport = pkt->key.dport;
+	client_key.daddr = f->nat_addr;
+	client_key.dport = f->nat_port;
+	client_key.proto = IPPROTO_TCP;
+	st = bpf_map_lookup_elem(&stash, &client_key);
+	if (!st) {
+		count(f->service_id, COUNTER_DROP_HTTP_STATE, 1);
+		return XDP_DROP;
+	}
+
+	f->seq_delta = f->lb_isn - s;
+	f->backend_wscale = o.wscale;
+	f->splice = SPLICE_ESTABLISHED;
+	cf = bpf_map_lookup_elem(&flows, &client_key);
+	if (cf) {
+		cf->seq_delta = f->seq_delta;
+		cf->backend_wscale = o.wscale;
+		cf->splice = SPLICE_ESTABLISHED;
+	}
+
+	len = ((st->len - 1) & 0x7ff) + 1;
+	if (len > STASH_MAX)
+		return XDP_DROP;
+	__builtin_memcpy(out.eth.h_dest, pkt->eth->h_source, ETH_ALEN);
+	__builtin_memcpy(out.eth.h_source, pkt->eth->h_dest, ETH_ALEN);
+	out.eth.h_proto = bpf_htons(ETH_P_IP);
+	out.ip.version = 4;
+	out.ip.ihl = 5;
+	out.ip.tot_len = bpf_htons(sizeof(out.ip) + sizeof(out.tcp) + len);
+	out.ip.frag_off = bpf_htons(IP_DF);
+	out.ip.ttl = 64;
+	out.ip.protocol = IPPROTO_TCP;
+	out.ip.saddr = pkt->ip->daddr;
+	out.ip.daddr = pkt->ip->saddr;
+	out.tcp.source = tcp->dest;
+	out.tcp.dest = tcp->source;
+	out.tcp.seq = bpf_htonl(f->client_isn + 1);
+	out.tcp.ack_seq = bpf_htonl(s + 1);
+	out.tcp.doff = 5;
+	out.tcp.ack = 1;
+	out.tcp.psh = 1;
+	out.tcp.window = bpf_htons(f->client_window);
+	out.ip.check = csum_fold32(bpf_csum_diff(NULL, 0, (__be32 *)&out.ip, sizeof(out.ip), 0));
+	ph.saddr = out.ip.saddr;
+	ph.daddr = out.ip.daddr;
+	ph.proto = IPPROTO_TCP;
+	ph.len = bpf_htons(sizeof(out.tcp) + len);
+	sum = bpf_csum_diff(NULL, 0, (__be32 *)&ph, sizeof(ph), 0);
+	sum = bpf_csum_diff(NULL, 0, (__be32 *)&out.tcp, sizeof(out.tcp), sum);
+	sum = bpf_csum_diff(NULL, 0, (__be32 *)st->data, (len + 3) & 0x7fc, sum);
+	out.tcp.check = csum_fold32(sum);
+
+	if (write_frame(ctx, &out, sizeof(out) - FRAME_PAD, sizeof(out) - FRAME_PAD + len))
+		return XDP_DROP;
+	if (bpf_xdp_store_bytes(ctx, sizeof(out) - FRAME_PAD, st->data, len))
+		return XDP_DROP;
+	count(f->service_id, COUNTER_SPLICED, 1);
+	return XDP_TX;
+}
+
+/* backend -> client on a spliced flow. */
+static __always_inline int http_to_client(struct xdp_md *ctx, struct packet *pkt, struct flow *f)
+{
+	struct tcphdr *tcp = pkt->tcp;
+	struct flow_key client_key = {};
+	__u32 window;
+	__u16 old_window;
+
+	if (!tcp)
+		return XDP_DROP;
+	count(f->service_id, COUNTER_RX_PACKETS, 1);
+	count(f->service_id, COUNTER_RX_BYTES, pkt->data_end - pkt->data);
+	if (ttl_expired(pkt, f->service_id))
+		return XDP_DROP;
+	if (tcp->syn && tcp->ack) {
+		if (bpf_ntohl(tcp->ack_seq) != f->client_isn + 1) {
+			count(f->service_id, COUNTER_DROP_HTTP_STATE, 1);
+			return XDP_DROP;
+		}
+		/* first SYN-ACK, or a retransmission of it (our ACK was lost) */
+		return http_backend_synack(ctx, pkt, f);
+	}
+	if (f->splice != SPLICE_ESTABLISHED) {
+		if (tcp->rst) {
+			/* The backend refused the connection: reset the client,
+			 * at the sequence number it expects from the LB. */
+			__be32 old = tcp->seq;
+
+			tcp->seq = bpf_htonl(f->lb_isn + 1);
+			tcp->check = csum_replace4(tcp->check, old, tcp->seq);
+			if (nat_source(pkt, f->nat_addr, f->nat_port))
+				return XDP_DROP;
+			drop_splice(pkt, f);
+			return forward(ctx, pkt, f->service_id);
+		}
+		count(f->service_id, COUNTER_DROP_HTTP_STATE, 1);
+		return XDP_DROP;
+	}
+	touch(f);
+	if (f->stash_pending && tcp->ack &&
+	    (__s32)(bpf_ntohl(tcp->ack_seq) - (f->client_isn + 1 + f->stash_len)) >= 0) {
+		client_key.saddr = pkt->key.daddr;
+		client_key.sport = pkt->key.dport;
+		client_key.daddr = f->nat_addr;
+		client_key.dport = f->nat_port;
+		client_key.proto = IPPROTO_TCP;
+		bpf_map_delete_elem(&stash, &client_key);
+		f->stash_pending = 0;
+	}
+	track_teardown(pkt, f);
+	seq_add(&tcp->seq, f->seq_delta, &tcp->check);
+	/* The client reads this window with the scale the LB announced. */
+	if (f->client_wscale <= 14 && f->backend_wscale != LB_WSCALE) {
+		old_window = tcp->window;
+		window = bpf_ntohs(old_window);
+		if (f->backend_wscale <= 14)
+			window <<= f->backend_wscale;
+		window >>= LB_WSCALE;
+		if (window > 65535)
+			window = 65535;
+		tcp->window = bpf_htons(window);
+		tcp->check = csum_replace2(tcp->check, old_window, tcp->window);
+	}
+	if (nat_source(pkt, f->nat_addr, f->nat_port))
+		return XDP_DROP;
+	return forward(ctx, pkt, f->service_id);
+}
+
+/* Every TCP packet to an HTTP service. */
+static __always_inline int to_http_service(struct xdp_md *ctx, struct packet *pkt,
+					   const struct service *svc)
+{
+	struct tcphdr *tcp = pkt->tcp;
+	struct syn_options o;
+	struct flow *f;
+	__u32 cookie;
+	int ok;
+
+	if (!tcp) {
+		count(svc->id, COUNTER_PASS_NOT_SERVICE, 1);
+		return XDP_PASS;
+	}
+	count(svc->id, COUNTER_RX_PACKETS, 1);
+	count(svc->id, COUNTER_RX_BYTES, pkt->data_end - pkt->data);
+	if (ttl_expired(pkt, svc->id))
+		return XDP_DROP;
+	if (is_vip(pkt->key.saddr)) {
+		count(svc->id, COUNTER_DROP_SPOOFED_VIP, 1);
+		return XDP_DROP;
+	}
+
+	if (tcp->syn && !tcp->ack) {
+		/* A SYN reusing the tuple of a finished connection starts anew. */
+		f = bpf_map_lookup_elem(&flows, &pkt->key);
+		if (f && f->direction == FLOW_TO_BACKEND && f->state != FLOW_OPEN)
+			drop_splice(pkt, f);
+		parse_syn_options(ctx, pkt, &o);
+		/* SACK is not offered: see write_backend_syn. */
+		o.sack = 0;
+		cookie = syncookie_make(pkt->key.saddr, pkt->key.daddr, pkt->key.sport, pkt->key.dport,
+					bpf_ntohl(tcp->seq), &o, &ok);
+		if (!ok) {
+			count(svc->id, COUNTER_PASS_NO_COOKIE_KEY, 1);
+			return XDP_PASS;
+		}
+		count(svc->id, COUNTER_SYN_COOKIES_SENT, 1);
+		return answer_syn(ctx, pkt, cookie, &o);
+	}
+
+	f = bpf_map_lookup_elem(&flows, &pkt->key);
+	if (!f || f->direction != FLOW_TO_BACKEND)
+		return http_first_segment(ctx, pkt, svc);
+	return http_to_backend(ctx, pkt, svc, f);
+}
+
+#endif
