@@ -36,6 +36,9 @@ type Options struct {
 	InNetns func(fn func() error) error
 	// GCInterval is how often idle flows are collected (default 5s).
 	GCInterval time.Duration
+	// CookieKeyInterval is how often the SYN cookie key rotates (default
+	// 60s); a cookie stays valid for one to two intervals.
+	CookieKeyInterval time.Duration
 	// Started, if set, is called once the data path is attached and
 	// programmed.
 	Started func(*Daemon)
@@ -67,6 +70,9 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	if opts.GCInterval == 0 {
 		opts.GCInterval = 5 * time.Second
+	}
+	if opts.CookieKeyInterval == 0 {
+		opts.CookieKeyInterval = time.Minute
 	}
 	d := &Daemon{opts: opts, log: opts.Logger}
 
@@ -108,8 +114,14 @@ func Run(ctx context.Context, opts Options) error {
 
 	gc := time.NewTicker(opts.GCInterval)
 	defer gc.Stop()
+	cookieKey := time.NewTicker(opts.CookieKeyInterval)
+	defer cookieKey.Stop()
 	for {
 		select {
+		case <-cookieKey.C:
+			if err := d.loader.RotateCookieKey(); err != nil {
+				d.log.Error("SYN cookie key rotation", "error", err)
+			}
 		case <-ctx.Done():
 			d.log.Info("shutting down")
 			return nil
@@ -147,19 +159,24 @@ func interfaceExists(name string) bool {
 func stateFromConfig(file string, cfg *config.Config) (loader.State, error) {
 	var s loader.State
 	for _, svc := range cfg.Services {
-		var proto uint8
+		out := loader.Service{Name: svc.Name, VIP: svc.VIP, Port: svc.Port, Pool: svc.Pool}
 		switch svc.Protocol {
 		case config.ProtocolTCP:
-			proto = loader.ProtoTCP
+			out.Protocol = loader.ProtoTCP
 		case config.ProtocolUDP:
-			proto = loader.ProtoUDP
+			out.Protocol = loader.ProtoUDP
+		case config.ProtocolHTTP:
+			out.Protocol = loader.ProtoTCP
+			out.HTTP = true
+			for _, r := range svc.Routes {
+				out.Routes = append(out.Routes, loader.Route{
+					Host: r.Host, Path: r.Path, Exact: r.Exact, Methods: r.Methods, Pool: r.Pool,
+				})
+			}
 		default:
-			return s, fmt.Errorf("%s: service %s: protocol %s: %w (L4 tcp and udp services only)",
-				file, svc.Name, svc.Protocol, ErrUnsupported)
+			return s, fmt.Errorf("%s: service %s: protocol %s: %w", file, svc.Name, svc.Protocol, ErrUnsupported)
 		}
-		s.Services = append(s.Services, loader.Service{
-			Name: svc.Name, VIP: svc.VIP, Port: svc.Port, Protocol: proto, Pool: svc.Pool,
-		})
+		s.Services = append(s.Services, out)
 	}
 	for _, p := range cfg.Pools {
 		pool := loader.Pool{Name: p.Name, MaglevSize: p.MaglevSize}

@@ -39,6 +39,8 @@ type Loader struct {
 	pinPath string
 	log     *slog.Logger
 	links   []attachment
+	// cookieKeyed: RotateCookieKey has written the first key.
+	cookieKeyed bool
 }
 
 type attachment struct {
@@ -75,6 +77,10 @@ func Load(opts Options) (*Loader, error) {
 	}
 	l.Programmer, err = NewProgrammer(objs)
 	if err != nil {
+		l.Close()
+		return nil, err
+	}
+	if err := l.RotateCookieKey(); err != nil {
 		l.Close()
 		return nil, err
 	}

@@ -25,9 +25,25 @@ type Service struct {
 	Name     string
 	VIP      netip.Addr
 	Port     uint16
-	Protocol uint8 // ProtoTCP or ProtoUDP
-	Pool     string
+	Protocol uint8  // ProtoTCP or ProtoUDP
+	Pool     string // L4 services
+	// HTTP services route each connection's first request instead.
+	HTTP   bool
+	Routes []Route
 }
+
+// Route sends requests for a host (empty: any host) and path prefix (or
+// exact path) to a pool. Methods, uppercase, restrict it; none allows all.
+type Route struct {
+	Host    string
+	Path    string
+	Exact   bool
+	Methods []string
+	Pool    string
+}
+
+// ErrUnroutable is returned for a route XDP cannot match on raw bytes.
+var ErrUnroutable = errors.New("route cannot be matched in XDP")
 
 // Pool is a set of weighted backends behind one Maglev table.
 type Pool struct {
@@ -66,8 +82,11 @@ type Programmer struct {
 	slots      ids[string] // table slot per pool generation
 	serviceIDs ids[string]
 
+	poolIDs ids[string]
+
 	pools    map[string]poolTable
 	services map[string]programmedService
+	routes   map[xdp.RouteKey]bool
 }
 
 type poolTable struct {
@@ -99,8 +118,10 @@ func NewProgrammer(objs *xdp.Objects) (*Programmer, error) {
 		backendIDs: newIDs[netip.AddrPort](1, objs.Backends.MaxEntries()),
 		slots:      newIDs[string](0, objs.MaglevTables.MaxEntries()),
 		serviceIDs: newIDs[string](1, objs.Services.MaxEntries()),
+		poolIDs:    newIDs[string](0, objs.Pools.MaxEntries()),
 		pools:      map[string]poolTable{},
 		services:   map[string]programmedService{},
+		routes:     map[xdp.RouteKey]bool{},
 	}, nil
 }
 
@@ -116,10 +137,19 @@ func (p *Programmer) Apply(s State) error {
 	}
 	used := map[string]bool{}
 	for _, svc := range s.Services {
-		if _, ok := pools[svc.Pool]; !ok {
-			return fmt.Errorf("service %s: %w %q", svc.Name, ErrUnknownPool, svc.Pool)
+		names := []string{svc.Pool}
+		if svc.HTTP {
+			names = names[:0]
+			for _, r := range svc.Routes {
+				names = append(names, r.Pool)
+			}
 		}
-		used[svc.Pool] = true
+		for _, name := range names {
+			if _, ok := pools[name]; !ok {
+				return fmt.Errorf("service %s: %w %q", svc.Name, ErrUnknownPool, name)
+			}
+			used[name] = true
+		}
 	}
 
 	liveBackends := map[netip.AddrPort]bool{}
@@ -150,19 +180,39 @@ func (p *Programmer) Apply(s State) error {
 		}
 	}
 
+	if err := p.writePools(newTables); err != nil {
+		return err
+	}
+
 	newServices := map[string]programmedService{}
+	newRoutes := map[xdp.RouteKey]bool{}
 	for _, svc := range s.Services {
-		programmed, err := p.writeService(svc, newTables[svc.Pool])
+		table := newTables[svc.Pool]
+		if svc.HTTP {
+			table = poolTable{}
+		}
+		programmed, err := p.writeService(svc, table)
 		if err != nil {
 			return err
 		}
 		newServices[svc.Name] = programmed
+		if err := p.writeRoutes(svc, programmed.id, newRoutes); err != nil {
+			return err
+		}
+	}
+	if err := p.removeRoutes(newRoutes); err != nil {
+		return err
 	}
 	if err := p.removeServices(newServices); err != nil {
 		return err
 	}
 	p.services = newServices
 	p.pools = newTables
+	for name := range p.poolIDs.byKey {
+		if _, ok := newTables[name]; !ok {
+			p.poolIDs.release(name)
+		}
+	}
 
 	for _, slot := range retiredSlots {
 		if err := p.objs.MaglevTables.Delete(slot); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
@@ -285,6 +335,9 @@ func (p *Programmer) writeService(svc Service, table poolTable) (programmedServi
 	}
 	key := xdp.ServiceKey{Vip: xdp.Addr(svc.VIP), Port: xdp.Port(svc.Port), Proto: svc.Protocol}
 	value := xdp.Service{Id: id, TableSlot: table.slot, TableSize: table.size}
+	if svc.HTTP {
+		value.Flags = xdp.ServiceHTTP
+	}
 	if err := p.objs.Services.Put(key, &value); err != nil {
 		return programmedService{}, fmt.Errorf("service %s: write: %w", svc.Name, err)
 	}
@@ -319,6 +372,82 @@ func (p *Programmer) removeServices(keep map[string]programmedService) error {
 			}
 		}
 	}
+	return nil
+}
+
+// writePools points each pool id at its current table, one update per
+// pool: HTTP routes name pools by id and follow a reload atomically.
+func (p *Programmer) writePools(tables map[string]poolTable) error {
+	for name, t := range tables {
+		id, _, err := p.poolIDs.get(name)
+		if err != nil {
+			return fmt.Errorf("pool %s: %w", name, err)
+		}
+		if err := p.objs.Pools.Put(id, xdp.Pool{TableSlot: t.slot, TableSize: t.size}); err != nil {
+			return fmt.Errorf("pool %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// RouteKey builds the LPM key of a route: host zero-padded (all zeros for
+// any host), path followed, for an exact route, by the zero byte that the
+// data path appends to every request path.
+func RouteKey(serviceID uint32, host, path string, exact bool) (xdp.RouteKey, error) {
+	var k xdp.RouteKey
+	if strings.HasPrefix(host, "*.") {
+		return k, fmt.Errorf("host %q: wildcard hosts need the slow path: %w", host, ErrUnroutable)
+	}
+	if len(host) > len(k.Host) {
+		return k, fmt.Errorf("host %q longer than %d bytes: %w", host, len(k.Host), ErrUnroutable)
+	}
+	if len(path) == 0 || len(path) > len(k.Path)-1 {
+		return k, fmt.Errorf("path %q: 1 to %d bytes: %w", path, len(k.Path)-1, ErrUnroutable)
+	}
+	k.ServiceId = serviceID
+	copy(k.Host[:], strings.ToLower(host))
+	copy(k.Path[:], path)
+	bits := 32 + 8*len(k.Host) + 8*len(path)
+	if exact {
+		bits += 8
+	}
+	k.Prefixlen = uint32(bits)
+	return k, nil
+}
+
+func (p *Programmer) writeRoutes(svc Service, serviceID uint32, written map[xdp.RouteKey]bool) error {
+	for _, r := range svc.Routes {
+		key, err := RouteKey(serviceID, r.Host, r.Path, r.Exact)
+		if err != nil {
+			return fmt.Errorf("service %s: %w", svc.Name, err)
+		}
+		var methods uint32
+		for _, m := range r.Methods {
+			bit := xdp.MethodBit(m)
+			if bit == 0 {
+				return fmt.Errorf("service %s: method %q: %w", svc.Name, m, ErrUnroutable)
+			}
+			methods |= bit
+		}
+		value := xdp.Route{PoolId: p.poolIDs.byKey[r.Pool], Methods: methods}
+		if err := p.objs.Routes.Put(key, value); err != nil {
+			return fmt.Errorf("service %s: route %s%s: %w", svc.Name, r.Host, r.Path, err)
+		}
+		written[key] = true
+	}
+	return nil
+}
+
+func (p *Programmer) removeRoutes(keep map[xdp.RouteKey]bool) error {
+	for key := range p.routes {
+		if keep[key] {
+			continue
+		}
+		if err := p.objs.Routes.Delete(key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("remove route: %w", err)
+		}
+	}
+	p.routes = keep
 	return nil
 }
 

@@ -65,6 +65,7 @@ func New(counters *ebpf.Map, source Source, version string, log *slog.Logger) *C
 			xdp.CounterHandshakesCompleted: prometheus.NewDesc("rauta_xdp_handshakes_completed_total", "Bare ACKs with a valid cookie (handshakes XDP completed).", svc, nil),
 			xdp.CounterBackendSYNs:         prometheus.NewDesc("rauta_xdp_backend_syns_total", "SYNs sent to backends for routed requests, retransmissions included.", svc, nil),
 			xdp.CounterSpliced:             prometheus.NewDesc("rauta_xdp_spliced_total", "Backend SYN-ACKs answered with the stashed request (connections spliced).", svc, nil),
+			xdp.CounterSplicedNoRoom:       prometheus.NewDesc("rauta_xdp_spliced_without_request_total", "Backend SYN-ACKs answered with a bare ACK: the frame had no room for the request, which the client's retransmission then carries.", svc, nil),
 			xdp.CounterSlowpath:            prometheus.NewDesc("rauta_xdp_slowpath_connections_total", "HTTP connections handed to the slow path (by reason: rauta_xdp_slowpath_reason_total).", svc, nil),
 		},
 		passed:  prometheus.NewDesc("rauta_xdp_passed_packets_total", "Packets handed to the kernel, by reason.", withReason, nil),

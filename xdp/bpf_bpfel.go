@@ -46,9 +46,10 @@ const (
 	bpfCounterCOUNTER_PASS_NO_COOKIE_KEY     bpfCounter = 20
 	bpfCounterCOUNTER_BACKEND_SYNS           bpfCounter = 21
 	bpfCounterCOUNTER_SPLICED                bpfCounter = 22
-	bpfCounterCOUNTER_SLOWPATH               bpfCounter = 23
-	bpfCounterCOUNTER_DROP_HTTP_STATE        bpfCounter = 24
-	bpfCounterCOUNTER_MAX                    bpfCounter = 25
+	bpfCounterCOUNTER_SPLICED_NO_ROOM        bpfCounter = 23
+	bpfCounterCOUNTER_SLOWPATH               bpfCounter = 24
+	bpfCounterCOUNTER_DROP_HTTP_STATE        bpfCounter = 25
+	bpfCounterCOUNTER_MAX                    bpfCounter = 26
 )
 
 type bpfFlow struct {

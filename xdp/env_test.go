@@ -523,7 +523,7 @@ var counterNames = map[xdp.Counter]string{
 	xdp.CounterDropTTLExceeded: "drop_ttl_exceeded", xdp.CounterDropSpoofedVIP: "drop_spoofed_vip",
 	xdp.CounterSYNCookiesSent: "syn_cookies_sent", xdp.CounterHandshakesCompleted: "handshakes_completed",
 	xdp.CounterDropBadCookie: "drop_bad_cookie", xdp.CounterPassNoCookieKey: "pass_no_cookie_key",
-	xdp.CounterBackendSYNs: "backend_syns", xdp.CounterSpliced: "spliced",
+	xdp.CounterBackendSYNs: "backend_syns", xdp.CounterSpliced: "spliced", xdp.CounterSplicedNoRoom: "spliced_no_room",
 	xdp.CounterSlowpath: "slowpath", xdp.CounterDropHTTPState: "drop_http_state",
 }
 

@@ -412,12 +412,30 @@ static __always_inline int http_backend_synack(struct xdp_md *ctx, struct packet
 	sum = bpf_csum_diff(NULL, 0, (__be32 *)st->data, (len + 3) & 0x7fc, sum);
 	out.tcp.check = csum_fold32(sum);
 
-	if (write_frame(ctx, &out, sizeof(out) - FRAME_PAD, sizeof(out) - FRAME_PAD + len))
+	if (write_frame(ctx, &out, sizeof(out) - FRAME_PAD, sizeof(out) - FRAME_PAD + len) == 0) {
+		if (bpf_xdp_store_bytes(ctx, sizeof(out) - FRAME_PAD, st->data, len))
+			return XDP_DROP;
+		count(f->service_id, COUNTER_SPLICED, 1);
+		return send_back(ctx);
+	}
+
+	/* No room for the request in this frame: complete the backend's
+	 * handshake with a bare ACK. The client's request was never
+	 * acknowledged, so its retransmission carries it, translated like any
+	 * established segment — slower (one retransmission timeout), not lost. */
+	out.ip.tot_len = bpf_htons(sizeof(out.ip) + sizeof(out.tcp));
+	out.ip.check = 0;
+	out.ip.check = csum_fold32(bpf_csum_diff(NULL, 0, (__be32 *)&out.ip, sizeof(out.ip), 0));
+	out.tcp.psh = 0;
+	out.tcp.check = 0;
+	ph.len = bpf_htons(sizeof(out.tcp));
+	sum = bpf_csum_diff(NULL, 0, (__be32 *)&ph, sizeof(ph), 0);
+	sum = bpf_csum_diff(NULL, 0, (__be32 *)&out.tcp, sizeof(out.tcp), sum);
+	out.tcp.check = csum_fold32(sum);
+	if (write_frame(ctx, &out, sizeof(out) - FRAME_PAD, sizeof(out) - FRAME_PAD))
 		return XDP_DROP;
-	if (bpf_xdp_store_bytes(ctx, sizeof(out) - FRAME_PAD, st->data, len))
-		return XDP_DROP;
-	count(f->service_id, COUNTER_SPLICED, 1);
-	return XDP_TX;
+	count(f->service_id, COUNTER_SPLICED_NO_ROOM, 1);
+	return send_back(ctx);
 }
 
 /* backend -> client on a spliced flow. */
@@ -525,8 +543,10 @@ static __always_inline int to_http_service(struct xdp_md *ctx, struct packet *pk
 			count(svc->id, COUNTER_PASS_NO_COOKIE_KEY, 1);
 			return XDP_PASS;
 		}
+		if (answer_syn(ctx, pkt, cookie, &o))
+			return XDP_DROP;
 		count(svc->id, COUNTER_SYN_COOKIES_SENT, 1);
-		return answer_syn(ctx, pkt, cookie, &o);
+		return send_back(ctx);
 	}
 
 	f = bpf_map_lookup_elem(&flows, &pkt->key);

@@ -110,6 +110,15 @@ static __always_inline int nat_source(struct packet *pkt, __be32 addr, __be16 po
 	return 0;
 }
 
+/* Sends a frame back out of the interface it came in on. A redirect to the
+ * ingress interface rather than XDP_TX: on veth, frames that XDP_TX sends
+ * from a packet the peer's stack transmitted never reached the peer (seen on
+ * 6.18), while redirects do. */
+static __always_inline int send_back(struct xdp_md *ctx)
+{
+	return bpf_redirect_map(&tx_ports, ctx->ingress_ifindex, XDP_TX);
+}
+
 /* Sends the (already translated) packet to its next hop: decrement the TTL
  * like any router, find the neighbour with the kernel's FIB, rewrite the MACs
  * and transmit. Whatever the FIB cannot finish (unknown neighbour, no route)
@@ -159,7 +168,7 @@ static __always_inline int forward(struct xdp_md *ctx, struct packet *pkt, __u32
 	__builtin_memcpy(pkt->eth->h_source, fib.smac, ETH_ALEN);
 	count(service_id, COUNTER_FORWARDED, 1);
 	if (fib.ifindex == ctx->ingress_ifindex)
-		return XDP_TX;
+		return send_back(ctx);
 	return bpf_redirect_map(&tx_ports, fib.ifindex, XDP_PASS);
 }
 

@@ -130,6 +130,7 @@ const (
 	CounterPassNoCookieKey     = bpfCounterCOUNTER_PASS_NO_COOKIE_KEY
 	CounterBackendSYNs         = bpfCounterCOUNTER_BACKEND_SYNS
 	CounterSpliced             = bpfCounterCOUNTER_SPLICED
+	CounterSplicedNoRoom       = bpfCounterCOUNTER_SPLICED_NO_ROOM
 	CounterSlowpath            = bpfCounterCOUNTER_SLOWPATH
 	CounterDropHTTPState       = bpfCounterCOUNTER_DROP_HTTP_STATE
 	NumCounters                = int(bpfCounterCOUNTER_MAX)
@@ -160,17 +161,24 @@ func Load(opts *ebpf.CollectionOptions) (*Objects, error) {
 	return &objs, nil
 }
 
-// MapsByName lists every map with the name it has in the C source, which is
-// also its pin name.
+// MapsByName lists the maps other processes read (bpftool, the slow path)
+// with the name they have in the C source, which is also their pin name.
+// Per-CPU scratch buffers are left out: they hold nothing between packets.
 func (o *Objects) MapsByName() map[string]*ebpf.Map {
 	return map[string]*ebpf.Map{
-		bpfMapBackends:     o.Backends,
-		bpfMapCounters:     o.Counters,
-		bpfMapFlows:        o.Flows,
-		bpfMapMaglevTables: o.MaglevTables,
-		bpfMapServices:     o.Services,
-		bpfMapTxPorts:      o.TxPorts,
-		bpfMapVips:         o.Vips,
+		bpfMapBackends:         o.Backends,
+		bpfMapCounters:         o.Counters,
+		bpfMapFlows:            o.Flows,
+		bpfMapMaglevTables:     o.MaglevTables,
+		bpfMapServices:         o.Services,
+		bpfMapTxPorts:          o.TxPorts,
+		bpfMapVips:             o.Vips,
+		bpfMapRoutes:           o.Routes,
+		bpfMapPools:            o.Pools,
+		bpfMapStash:            o.Stash,
+		bpfMapSyncookieKeys:    o.SyncookieKeys,
+		bpfMapSyncookieCurrent: o.SyncookieCurrent,
+		bpfMapSlowpathCounters: o.SlowpathCounters,
 	}
 }
 

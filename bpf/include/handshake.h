@@ -170,19 +170,21 @@ static __always_inline void syn_frame_checksums(struct syn_frame *f)
 }
 
 /* Resizes the frame to total bytes and writes the hdr_len bytes at frame
- * (past its pad) at its start. */
+ * (past its pad) at its start. Growth comes from the tailroom, else from
+ * the headroom (XDP guarantees 256 bytes of it; the tail of a buffer that
+ * began as a socket buffer, as on veth, may have almost none). */
 static __always_inline int write_frame(struct xdp_md *ctx, const void *frame, __u32 hdr_len, __u32 total)
 {
 	/* the verifier allows no arithmetic on data_end; the helper knows */
 	int delta = (int)total - (int)bpf_xdp_get_buff_len(ctx);
 
-	if (bpf_xdp_adjust_tail(ctx, delta))
+	if (bpf_xdp_adjust_tail(ctx, delta) && (delta <= 0 || bpf_xdp_adjust_head(ctx, -delta)))
 		return -1;
 	return bpf_xdp_store_bytes(ctx, 0, (void *)frame + FRAME_PAD, hdr_len);
 }
 
-/* Turns a client's SYN into the LB's SYN-ACK, in place. Returns the XDP
- * verdict. */
+/* Turns a client's SYN into the LB's SYN-ACK, in place, for the caller to
+ * send back. Returns 0, or -1 when the frame could not be rewritten. */
 static __always_inline int answer_syn(struct xdp_md *ctx, const struct packet *pkt, __u32 cookie,
 				      const struct syn_options *o)
 {
@@ -211,9 +213,7 @@ static __always_inline int answer_syn(struct xdp_md *ctx, const struct packet *p
 	syn_frame_options(&f, LB_MSS, o->sack, o->wscale <= 14 ? LB_WSCALE : SYNCOOKIE_NO_WSCALE);
 	syn_frame_checksums(&f);
 
-	if (write_frame(ctx, &f, sizeof(f) - FRAME_PAD, sizeof(f) - FRAME_PAD))
-		return XDP_DROP;
-	return XDP_TX;
+	return write_frame(ctx, &f, sizeof(f) - FRAME_PAD, sizeof(f) - FRAME_PAD) ? -1 : 0;
 }
 
 #endif

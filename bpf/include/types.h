@@ -188,6 +188,7 @@ enum counter {
 	COUNTER_PASS_NO_COOKIE_KEY,   /* the daemon has not loaded a key yet */
 	COUNTER_BACKEND_SYNS,
 	COUNTER_SPLICED,              /* backend SYN-ACK turned into ACK + request */
+	COUNTER_SPLICED_NO_ROOM,      /* ... into a bare ACK: no room for the request */
 	COUNTER_SLOWPATH,             /* by reason: see the slowpath counters */
 	COUNTER_DROP_HTTP_STATE,      /* a segment that fits no state of the splice */
 	COUNTER_MAX,
