@@ -1,9 +1,16 @@
 package e2e
 
 import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
 	"strings"
 	"testing"
 
+	"github.com/rauta-lb/rauta/tools/backend"
 	"github.com/rauta-lb/rauta/tools/testbed"
 )
 
@@ -65,5 +72,55 @@ func TestHTTPFastPathRoutes(t *testing.T) {
 		if !strings.Contains(out, "peer="+tb.ClientAddr.String()+":") {
 			t.Errorf("backend did not see the client address: %s", out)
 		}
+	}
+}
+
+func TestHTTPFastPathFreshConnectionsAndLargeTransfers(t *testing.T) {
+	requireRoot(t)
+	t.Parallel()
+	tb := testbed.NewT(t, testbed.Options{Backends: 3})
+	startBackends(t, tb)
+	startDaemon(t, tb, httpConfig)
+
+	// 1,000 fresh connections, none may fail.
+	c := client(tb, false)
+	counts := map[string]int{}
+	for range 1000 {
+		counts[get(t, c, vipURL+"index.html").Backend]++
+	}
+	if counts["b3"] != 1000 {
+		t.Fatalf("every request for / belongs to pool web (b3): %v", counts)
+	}
+
+	// 50 MB down and 10 MB up, byte-exact, on one spliced connection each.
+	const down = 50 << 20
+	resp, err := c.Get(fmt.Sprintf("%sbytes/%d", vipURL, down))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := sha256.New()
+	n, err := io.Copy(got, resp.Body)
+	resp.Body.Close()
+	if err != nil || n != down {
+		t.Fatalf("download: %d of %d bytes: %v", n, down, err)
+	}
+	want := sha256.New()
+	io.Copy(want, backend.Pattern(down))
+	if !bytes.Equal(got.Sum(nil), want.Sum(nil)) {
+		t.Fatal("50 MB download is not byte-exact")
+	}
+
+	const up = 10 << 20
+	body := make([]byte, up)
+	rand.Read(body)
+	resp, err = c.Post(vipURL+"upload", "application/octet-stream", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	echo, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	sum := sha256.Sum256(body)
+	if strings.TrimSpace(string(echo)) != hex.EncodeToString(sum[:]) {
+		t.Fatalf("10 MB upload: backend saw sha256 %q, want %x", echo, sum)
 	}
 }
