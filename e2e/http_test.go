@@ -7,6 +7,8 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"strings"
 	"testing"
 
@@ -122,5 +124,43 @@ func TestHTTPFastPathFreshConnectionsAndLargeTransfers(t *testing.T) {
 	sum := sha256.Sum256(body)
 	if strings.TrimSpace(string(echo)) != hex.EncodeToString(sum[:]) {
 		t.Fatalf("10 MB upload: backend saw sha256 %q, want %x", echo, sum)
+	}
+}
+
+// One keep-alive connection whose requests alternate between two pools:
+// each request is answered by its own pool (the connection is rebound), and
+// all of them travel on the one client connection.
+func TestHTTPKeepAliveAcrossPools(t *testing.T) {
+	requireRoot(t)
+	t.Parallel()
+	tb := testbed.NewT(t, testbed.Options{Backends: 3})
+	startBackends(t, tb)
+	startDaemon(t, tb, httpConfig)
+
+	c := client(tb, true)
+	var clientPort string
+	for i := range 20 {
+		req, _ := http.NewRequest(http.MethodGet, vipURL+"v1/items", nil)
+		want := "b1"
+		if i%2 == 1 {
+			req, _ = http.NewRequest(http.MethodGet, vipURL+"page", nil)
+			want = "b3"
+		}
+		req.Host = "api.example.com"
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if got := resp.Header.Get("X-Backend"); got != want {
+			t.Fatalf("request %d (%s) answered by %s, want %s", i, req.URL.Path, got, want)
+		}
+		_, port, _ := net.SplitHostPort(resp.Header.Get("X-Peer"))
+		if clientPort == "" {
+			clientPort = port
+		} else if port != clientPort {
+			t.Fatalf("request %d came from client port %s, the connection's is %s: not one connection", i, port, clientPort)
+		}
 	}
 }

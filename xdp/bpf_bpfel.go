@@ -49,7 +49,9 @@ const (
 	bpfCounterCOUNTER_SPLICED_NO_ROOM        bpfCounter = 23
 	bpfCounterCOUNTER_SLOWPATH               bpfCounter = 24
 	bpfCounterCOUNTER_DROP_HTTP_STATE        bpfCounter = 25
-	bpfCounterCOUNTER_MAX                    bpfCounter = 26
+	bpfCounterCOUNTER_REBINDS                bpfCounter = 26
+	bpfCounterCOUNTER_RESET_UNROUTABLE       bpfCounter = 27
+	bpfCounterCOUNTER_MAX                    bpfCounter = 28
 )
 
 type bpfFlow struct {
@@ -72,6 +74,8 @@ type bpfFlow struct {
 	StashLen      uint16
 	ClientWindow  uint16
 	Reason        uint16
+	PoolId        uint32
+	_             [4]byte
 }
 
 type bpfFlowDirection uint32
@@ -209,6 +213,7 @@ const (
 	bpfSpliceStateSPLICE_SYN_SENT    bpfSpliceState = 1
 	bpfSpliceStateSPLICE_ESTABLISHED bpfSpliceState = 2
 	bpfSpliceStateSPLICE_SLOWPATH    bpfSpliceState = 3
+	bpfSpliceStateSPLICE_ORPHAN      bpfSpliceState = 4
 )
 
 type bpfStash struct {

@@ -525,6 +525,7 @@ var counterNames = map[xdp.Counter]string{
 	xdp.CounterDropBadCookie: "drop_bad_cookie", xdp.CounterPassNoCookieKey: "pass_no_cookie_key",
 	xdp.CounterBackendSYNs: "backend_syns", xdp.CounterSpliced: "spliced", xdp.CounterSplicedNoRoom: "spliced_no_room",
 	xdp.CounterSlowpath: "slowpath", xdp.CounterDropHTTPState: "drop_http_state",
+	xdp.CounterRebinds: "rebinds", xdp.CounterResetUnroutable: "reset_unroutable",
 }
 
 // delta is a set of expected counter increments: {service id, counter} → n.

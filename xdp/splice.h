@@ -124,6 +124,32 @@ static __always_inline int write_backend_syn(struct xdp_md *ctx, struct packet *
 	return 0;
 }
 
+/* Picks the backend of a pool for a connection with Maglev. */
+static __always_inline const struct backend *pool_backend(__u32 pool_id, const struct flow_key *key,
+							  __u32 *backend_id)
+{
+	struct pool *pool = bpf_map_lookup_elem(&pools, &pool_id);
+	const struct backend *be;
+	__u32 slot, index, *id;
+	void *table;
+
+	if (!pool || pool->table_size == 0)
+		return NULL;
+	slot = pool->table_slot;
+	table = bpf_map_lookup_elem(&maglev_tables, &slot);
+	if (!table)
+		return NULL;
+	index = flow_hash(key) % pool->table_size;
+	id = bpf_map_lookup_elem(table, &index);
+	if (!id)
+		return NULL;
+	be = bpf_map_lookup_elem(&backends, id);
+	if (!be || be->addr == 0)
+		return NULL;
+	*backend_id = *id;
+	return be;
+}
+
 /* Looks up a route: first for the request's host, then host-less. */
 static __always_inline struct route *find_route(struct http_scratch *s)
 {
@@ -159,10 +185,8 @@ static __always_inline int http_first_segment(struct xdp_md *ctx, struct packet 
 	struct http_scratch *s;
 	struct stash *st;
 	struct route *r;
-	struct pool *pool;
 	const struct backend *be;
-	__u32 zero = 0, isn, cookie, len, off, method = 0, reason, slot, index, *backend_id;
-	void *table;
+	__u32 zero = 0, isn, cookie, len, off, method = 0, reason, backend_id;
 
 	if (!tcp->ack || tcp->rst || tcp->syn) {
 		count(svc->id, COUNTER_DROP_HTTP_STATE, 1);
@@ -203,21 +227,8 @@ static __always_inline int http_first_segment(struct xdp_md *ctx, struct packet 
 	if (len > STASH_MAX)
 		return to_slowpath(pkt, svc, &f, SLOW_STASH_FULL);
 
-	/* The backend: the route's pool, Maglev over the client's tuple. */
-	slot = r->pool_id;
-	pool = bpf_map_lookup_elem(&pools, &slot);
-	if (!pool || pool->table_size == 0)
-		goto no_backend;
-	slot = pool->table_slot;
-	table = bpf_map_lookup_elem(&maglev_tables, &slot);
-	if (!table)
-		goto no_backend;
-	index = flow_hash(&pkt->key) % pool->table_size;
-	backend_id = bpf_map_lookup_elem(table, &index);
-	if (!backend_id)
-		goto no_backend;
-	be = bpf_map_lookup_elem(&backends, backend_id);
-	if (!be || be->addr == 0)
+	be = pool_backend(r->pool_id, &pkt->key, &backend_id);
+	if (!be)
 		goto no_backend;
 
 	/* Stash the request until the backend's SYN-ACK. */
@@ -241,7 +252,8 @@ static __always_inline int http_first_segment(struct xdp_md *ctx, struct packet 
 	f.nat_port = be->port;
 	f.direction = FLOW_TO_BACKEND;
 	f.service_id = svc->id;
-	f.backend_id = *backend_id;
+	f.backend_id = backend_id;
+	f.pool_id = r->pool_id;
 	f.splice = SPLICE_SYN_SENT;
 	f.stash_pending = 1;
 	f.stash_len = len;
@@ -278,6 +290,7 @@ static __always_inline void seq_add(__be32 *field, __u32 delta, __u16 *check)
 	*check = csum_replace4(*check, old, *field);
 }
 
+
 static __always_inline void drop_splice(struct packet *pkt, struct flow *f)
 {
 	struct flow_key peer;
@@ -289,6 +302,185 @@ static __always_inline void drop_splice(struct packet *pkt, struct flow *f)
 		bpf_map_delete_elem(&stash, &peer);
 	bpf_map_delete_elem(&flows, &peer);
 	bpf_map_delete_elem(&flows, &pkt->key);
+}
+
+struct rst_frame {
+	__u8 pad[FRAME_PAD];
+	struct ethhdr eth;
+	struct iphdr ip;
+	struct tcphdr tcp;
+};
+
+/* Rewrites the packet into an RST from (saddr, sport) to (daddr, dport) with
+ * sequence number seq, addressed back to the sender's MAC, and sends it
+ * back out of the ingress interface. */
+static __always_inline int reset_back(struct xdp_md *ctx, const struct packet *pkt, __be32 saddr,
+				      __be16 sport, __be32 daddr, __be16 dport, __u32 seq)
+{
+	struct rst_frame out = {};
+	struct pseudo_header ph = {};
+	__s64 sum;
+
+	__builtin_memcpy(out.eth.h_dest, pkt->eth->h_source, ETH_ALEN);
+	__builtin_memcpy(out.eth.h_source, pkt->eth->h_dest, ETH_ALEN);
+	out.eth.h_proto = bpf_htons(ETH_P_IP);
+	out.ip.version = 4;
+	out.ip.ihl = 5;
+	out.ip.tot_len = bpf_htons(sizeof(out.ip) + sizeof(out.tcp));
+	out.ip.ttl = 64;
+	out.ip.protocol = IPPROTO_TCP;
+	out.ip.saddr = saddr;
+	out.ip.daddr = daddr;
+	out.tcp.source = sport;
+	out.tcp.dest = dport;
+	out.tcp.seq = bpf_htonl(seq);
+	out.tcp.doff = 5;
+	out.tcp.rst = 1;
+	out.ip.check = csum_fold32(bpf_csum_diff(NULL, 0, (__be32 *)&out.ip, sizeof(out.ip), 0));
+	ph.saddr = saddr;
+	ph.daddr = daddr;
+	ph.proto = IPPROTO_TCP;
+	ph.len = bpf_htons(sizeof(out.tcp));
+	sum = bpf_csum_diff(NULL, 0, (__be32 *)&ph, sizeof(ph), 0);
+	sum = bpf_csum_diff(NULL, 0, (__be32 *)&out.tcp, sizeof(out.tcp), sum);
+	out.tcp.check = csum_fold32(sum);
+	if (write_frame(ctx, &out, sizeof(out) - FRAME_PAD, sizeof(out) - FRAME_PAD))
+		return XDP_DROP;
+	return send_back(ctx);
+}
+
+/* Whether a client segment begins with a method XDP routes, i.e. is the
+ * start of a later request on a keep-alive connection. */
+static __always_inline int starts_request(struct xdp_md *ctx, const struct packet *pkt)
+{
+	__u32 word;
+
+	if (payload_len(pkt) < 4 || bpf_xdp_load_bytes(ctx, payload_offset(pkt), &word, 4))
+		return 0;
+	switch (bpf_ntohl(word)) {
+	case 0x47455420: /* "GET " */
+	case 0x48454144: /* "HEAD" */
+	case 0x504f5354: /* "POST" */
+	case 0x50555420: /* "PUT " */
+	case 0x44454c45: /* "DELE" */
+	case 0x50415443: /* "PATC" */
+	case 0x4f505449: /* "OPTI" */
+	case 0x54524143: /* "TRAC" */
+		return 1;
+	}
+	return 0;
+}
+
+/* A later request on a spliced connection. If it routes to the pool the
+ * connection is bound to, it goes on as data. If it routes elsewhere, the
+ * connection is rebound (DESIGN §4): the request is stashed and this segment
+ * becomes a SYN to the new pool's backend, with the client's sequence
+ * number continuing and the LB's continuing at what the client has
+ * acknowledged; the old backend is reset when it next speaks. A request XDP
+ * cannot route resets the client: it must never reach a pool its route
+ * does not name. Returns 0 to let the segment through unchanged, else 1
+ * with the verdict in *verdict. */
+static __always_inline int http_later_request(struct xdp_md *ctx, struct packet *pkt,
+					      const struct service *svc, struct flow *f, int *verdict)
+{
+	struct tcphdr *tcp = pkt->tcp;
+	struct flow_key old_reverse, reverse = {};
+	struct flow *old;
+	struct http_scratch *s;
+	struct stash *st;
+	struct route *r;
+	const struct backend *be;
+	__u32 zero = 0, method = 0, reason, len, off, backend_id;
+
+	s = bpf_map_lookup_elem(&http_scratch, &zero);
+	*verdict = XDP_DROP;
+	if (!s)
+		return 1;
+	len = payload_len(pkt);
+	off = payload_offset(pkt);
+	reason = http_parse_request(ctx, off, len, s, &method);
+	if (reason == SLOW_NONE) {
+		s->key.service_id = svc->id;
+		r = find_route(s);
+		if (!r)
+			reason = SLOW_NO_ROUTE;
+		else if (r->methods && !(r->methods & method))
+			reason = SLOW_METHOD;
+		else if (r->pool_id == f->pool_id)
+			return 0;
+		else if (len > STASH_MAX)
+			reason = SLOW_STASH_FULL;
+	}
+	if (reason != SLOW_NONE)
+		goto reset;
+	be = pool_backend(r->pool_id, &pkt->key, &backend_id);
+	if (!be)
+		goto reset;
+
+	st = bpf_map_lookup_elem(&stash_scratch, &zero);
+	if (!st)
+		return 1;
+	len = ((len - 1) & 0x7ff) + 1;
+	if (len > STASH_MAX)
+		return 1;
+	if (bpf_xdp_load_bytes(ctx, off, st->data, len))
+		return 1;
+	st->len = len;
+	st->data[len & 0x7ff] = 0;
+	st->data[(len + 1) & 0x7ff] = 0;
+	st->data[(len + 2) & 0x7ff] = 0;
+	if (bpf_map_update_elem(&stash, &pkt->key, st, BPF_ANY))
+		goto reset;
+
+	/* The old backend's entry stays, orphaned, to reset it. */
+	peer_key(&pkt->key, f, &old_reverse);
+	old = bpf_map_lookup_elem(&flows, &old_reverse);
+	if (old)
+		old->splice = SPLICE_ORPHAN;
+
+	f->nat_addr = be->addr;
+	f->nat_port = be->port;
+	f->backend_id = backend_id;
+	f->pool_id = r->pool_id;
+	f->splice = SPLICE_SYN_SENT;
+	f->client_isn = bpf_ntohl(tcp->seq) - 1;
+	f->lb_isn = bpf_ntohl(tcp->ack_seq) - 1;
+	f->client_window = bpf_ntohs(tcp->window);
+	f->stash_pending = 1;
+	f->stash_len = len;
+
+	reverse.saddr = be->addr;
+	reverse.sport = be->port;
+	reverse.daddr = pkt->key.saddr;
+	reverse.dport = pkt->key.sport;
+	reverse.proto = IPPROTO_TCP;
+	{
+		struct flow back = *f;
+
+		back.nat_addr = pkt->key.daddr;
+		back.nat_port = pkt->key.dport;
+		back.direction = FLOW_TO_CLIENT;
+		bpf_map_update_elem(&flows, &reverse, &back, BPF_ANY);
+	}
+	if (write_backend_syn(ctx, pkt, f))
+		return 1;
+	count(svc->id, COUNTER_REBINDS, 1);
+	count(svc->id, COUNTER_BACKEND_SYNS, 1);
+	*verdict = forward(ctx, pkt, svc->id);
+	return 1;
+
+reset:
+	count(svc->id, COUNTER_RESET_UNROUTABLE, 1);
+	count_slowpath(svc->id, reason ? reason : SLOW_NO_ROUTE);
+	{
+		__be32 vip = pkt->key.daddr, client = pkt->key.saddr;
+		__be16 vport = pkt->key.dport, cport = pkt->key.sport;
+		__u32 ack = bpf_ntohl(tcp->ack_seq);
+
+		drop_splice(pkt, f);
+		*verdict = reset_back(ctx, pkt, vip, vport, client, cport, ack);
+		return 1;
+	}
 }
 
 /* client -> backend on a spliced flow. */
@@ -325,6 +517,12 @@ static __always_inline int http_to_backend(struct xdp_md *ctx, struct packet *pk
 	if (tcp->syn) {
 		count(svc->id, COUNTER_DROP_HTTP_STATE, 1);
 		return XDP_DROP;
+	}
+	if (!tcp->rst && starts_request(ctx, pkt)) {
+		int verdict;
+
+		if (http_later_request(ctx, pkt, svc, f, &verdict))
+			return verdict;
 	}
 	touch(f);
 	if (tcp->rst) {
@@ -452,6 +650,17 @@ static __always_inline int http_to_client(struct xdp_md *ctx, struct packet *pkt
 	count(f->service_id, COUNTER_RX_BYTES, pkt->data_end - pkt->data);
 	if (ttl_expired(pkt, f->service_id))
 		return XDP_DROP;
+	if (f->splice == SPLICE_ORPHAN) {
+		/* The connection moved to another backend: end this one. */
+		__be32 backend = pkt->key.saddr, client = pkt->key.daddr;
+		__be16 bport = pkt->key.sport, cport = pkt->key.dport;
+		__u32 seq = bpf_ntohl(tcp->ack_seq);
+
+		bpf_map_delete_elem(&flows, &pkt->key);
+		if (tcp->rst)
+			return XDP_DROP;
+		return reset_back(ctx, pkt, client, cport, backend, bport, seq);
+	}
 	if (tcp->syn && tcp->ack) {
 		if (bpf_ntohl(tcp->ack_seq) != f->client_isn + 1) {
 			count(f->service_id, COUNTER_DROP_HTTP_STATE, 1);
@@ -459,6 +668,15 @@ static __always_inline int http_to_client(struct xdp_md *ctx, struct packet *pkt
 		}
 		/* first SYN-ACK, or a retransmission of it (our ACK was lost) */
 		return http_backend_synack(ctx, pkt, f);
+	}
+	if (f->splice == SPLICE_SYN_SENT && tcp->ack && !tcp->rst) {
+		/* An ACK instead of a SYN-ACK: the backend still has an older
+		 * connection on this tuple (one the client was rebound away
+		 * from) and challenges our SYN (RFC 5961). Its ACK number is
+		 * the sequence an RST must carry; the client's retransmission
+		 * then brings our SYN again. */
+		return reset_back(ctx, pkt, pkt->key.daddr, pkt->key.dport, pkt->key.saddr, pkt->key.sport,
+				  bpf_ntohl(tcp->ack_seq));
 	}
 	if (f->splice != SPLICE_ESTABLISHED) {
 		if (tcp->rst) {

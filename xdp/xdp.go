@@ -80,6 +80,7 @@ const (
 	SpliceSYNSent     = uint8(bpfSpliceStateSPLICE_SYN_SENT)
 	SpliceEstablished = uint8(bpfSpliceStateSPLICE_ESTABLISHED)
 	SpliceSlowpath    = uint8(bpfSpliceStateSPLICE_SLOWPATH)
+	SpliceOrphan      = uint8(bpfSpliceStateSPLICE_ORPHAN)
 )
 
 // Method bits of Route.Methods.
@@ -133,6 +134,8 @@ const (
 	CounterSplicedNoRoom       = bpfCounterCOUNTER_SPLICED_NO_ROOM
 	CounterSlowpath            = bpfCounterCOUNTER_SLOWPATH
 	CounterDropHTTPState       = bpfCounterCOUNTER_DROP_HTTP_STATE
+	CounterRebinds             = bpfCounterCOUNTER_REBINDS
+	CounterResetUnroutable     = bpfCounterCOUNTER_RESET_UNROUTABLE
 	NumCounters                = int(bpfCounterCOUNTER_MAX)
 )
 

@@ -108,6 +108,7 @@ enum splice_state {
 	SPLICE_SYN_SENT = 1,    /* request stashed, SYN sent to the backend */
 	SPLICE_ESTABLISHED = 2, /* sequence numbers translated both ways */
 	SPLICE_SLOWPATH = 3,    /* handed to the kernel (and the slow path) */
+	SPLICE_ORPHAN = 4,      /* a backend the connection was rebound away from */
 };
 
 struct flow {
@@ -135,6 +136,7 @@ struct flow {
 	__u16 stash_len;
 	__u16 client_window; /* raw window of the client's first segment */
 	__u16 reason;        /* enum slowpath_reason, for SPLICE_SLOWPATH */
+	__u32 pool_id;       /* the pool the connection's current request routed to */
 };
 
 /* Why a connection left the fast path. */
@@ -191,6 +193,8 @@ enum counter {
 	COUNTER_SPLICED_NO_ROOM,      /* ... into a bare ACK: no room for the request */
 	COUNTER_SLOWPATH,             /* by reason: see the slowpath counters */
 	COUNTER_DROP_HTTP_STATE,      /* a segment that fits no state of the splice */
+	COUNTER_REBINDS,              /* keep-alive requests moved to another pool's backend */
+	COUNTER_RESET_UNROUTABLE,     /* later requests XDP could not route: connection reset */
 	COUNTER_MAX,
 };
 
