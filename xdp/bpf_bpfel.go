@@ -75,7 +75,11 @@ type bpfFlow struct {
 	ClientWindow  uint16
 	Reason        uint16
 	PoolId        uint32
-	_             [4]byte
+	NhIfindex     uint32
+	NhLen         uint16
+	NhDmac        [6]uint8
+	NhSmac        [6]uint8
+	_             [2]byte
 }
 
 type bpfFlowDirection uint32

@@ -489,6 +489,7 @@ static __always_inline int http_to_backend(struct xdp_md *ctx, struct packet *pk
 {
 	struct tcphdr *tcp = pkt->tcp;
 	__u32 seq = bpf_ntohl(tcp->seq);
+	int refreshed;
 
 	switch (f->splice) {
 	case SPLICE_SLOWPATH:
@@ -524,7 +525,7 @@ static __always_inline int http_to_backend(struct xdp_md *ctx, struct packet *pk
 		if (http_later_request(ctx, pkt, svc, f, &verdict))
 			return verdict;
 	}
-	touch(f);
+	refreshed = touch(f);
 	if (tcp->rst) {
 		/* forward the RST, then forget the connection */
 		f->state = FLOW_CLOSED;
@@ -534,7 +535,7 @@ static __always_inline int http_to_backend(struct xdp_md *ctx, struct packet *pk
 		seq_add(&tcp->ack_seq, -f->seq_delta, &tcp->check);
 	if (nat_destination(pkt, f->nat_addr, f->nat_port))
 		return XDP_DROP;
-	return forward(ctx, pkt, svc->id);
+	return forward_flow(ctx, pkt, svc->id, f, refreshed);
 }
 
 /* The backend's SYN-ACK: record its ISN and window scale and answer with the
@@ -643,6 +644,7 @@ static __always_inline int http_to_client(struct xdp_md *ctx, struct packet *pkt
 	struct flow_key client_key = {};
 	__u32 window;
 	__u16 old_window;
+	int refreshed;
 
 	if (!tcp)
 		return XDP_DROP;
@@ -694,7 +696,7 @@ static __always_inline int http_to_client(struct xdp_md *ctx, struct packet *pkt
 		count(f->service_id, COUNTER_DROP_HTTP_STATE, 1);
 		return XDP_DROP;
 	}
-	touch(f);
+	refreshed = touch(f);
 	if (f->stash_pending && tcp->ack &&
 	    (__s32)(bpf_ntohl(tcp->ack_seq) - (f->client_isn + 1 + f->stash_len)) >= 0) {
 		client_key.saddr = pkt->key.daddr;
@@ -721,7 +723,7 @@ static __always_inline int http_to_client(struct xdp_md *ctx, struct packet *pkt
 	}
 	if (nat_source(pkt, f->nat_addr, f->nat_port))
 		return XDP_DROP;
-	return forward(ctx, pkt, f->service_id);
+	return forward_flow(ctx, pkt, f->service_id, f, refreshed);
 }
 
 /* Every TCP packet to an HTTP service. */

@@ -125,12 +125,41 @@ static __always_inline int send_back(struct xdp_md *ctx)
  * goes to the kernel, which resolves ARP or sends the ICMP error itself; the
  * packet is already translated, so the kernel forwards it as is. TTL expiry
  * is checked by the callers before anything is translated or recorded. */
-static __always_inline int forward(struct xdp_md *ctx, struct packet *pkt, __u32 service_id)
+static __always_inline void decrement_ttl(struct iphdr *ip)
+{
+	__u16 old_ttl_word = *(__u16 *)&ip->ttl, new_ttl_word;
+
+	ip->ttl--;
+	new_ttl_word = *(__u16 *)&ip->ttl;
+	ip->check = csum_replace2(ip->check, old_ttl_word, new_ttl_word);
+}
+
+static __always_inline int transmit(struct xdp_md *ctx, __u32 ifindex)
+{
+	if (ifindex == ctx->ingress_ifindex)
+		return send_back(ctx);
+	return bpf_redirect_map(&tx_ports, ifindex, XDP_PASS);
+}
+
+/* forward for a packet of flow f (NULL when there is none). When the flow's
+ * cached next hop is current (refreshed is 0: touch() did not just start a
+ * new second) and covers the packet's size, it is used without a FIB
+ * lookup; otherwise the lookup's result is cached in f. */
+static __always_inline int forward_flow(struct xdp_md *ctx, struct packet *pkt, __u32 service_id,
+					struct flow *f, int refreshed)
 {
 	struct iphdr *ip = pkt->ip;
 	struct bpf_fib_lookup fib = {};
-	__u16 old_ttl_word, new_ttl_word;
+	__u16 len = bpf_ntohs(ip->tot_len);
 	int rc;
+
+	if (f && !refreshed && f->nh_ifindex && len <= f->nh_len) {
+		decrement_ttl(ip);
+		__builtin_memcpy(pkt->eth->h_dest, f->nh_dmac, ETH_ALEN);
+		__builtin_memcpy(pkt->eth->h_source, f->nh_smac, ETH_ALEN);
+		count(service_id, COUNTER_FORWARDED, 1);
+		return transmit(ctx, f->nh_ifindex);
+	}
 
 	fib.family = AF_INET;
 	fib.tos = ip->tos;
@@ -159,17 +188,24 @@ static __always_inline int forward(struct xdp_md *ctx, struct packet *pkt, __u32
 		return XDP_PASS;
 	}
 
-	old_ttl_word = *(__u16 *)&ip->ttl;
-	ip->ttl--;
-	new_ttl_word = *(__u16 *)&ip->ttl;
-	ip->check = csum_replace2(ip->check, old_ttl_word, new_ttl_word);
-
+	decrement_ttl(ip);
 	__builtin_memcpy(pkt->eth->h_dest, fib.dmac, ETH_ALEN);
 	__builtin_memcpy(pkt->eth->h_source, fib.smac, ETH_ALEN);
+	if (f) {
+		/* a new lookup period starts from this packet's size */
+		if (refreshed || f->nh_ifindex != fib.ifindex || len > f->nh_len)
+			f->nh_len = len;
+		f->nh_ifindex = fib.ifindex;
+		__builtin_memcpy(f->nh_dmac, fib.dmac, ETH_ALEN);
+		__builtin_memcpy(f->nh_smac, fib.smac, ETH_ALEN);
+	}
 	count(service_id, COUNTER_FORWARDED, 1);
-	if (fib.ifindex == ctx->ingress_ifindex)
-		return send_back(ctx);
-	return bpf_redirect_map(&tx_ports, fib.ifindex, XDP_PASS);
+	return transmit(ctx, fib.ifindex);
+}
+
+static __always_inline int forward(struct xdp_md *ctx, struct packet *pkt, __u32 service_id)
+{
+	return forward_flow(ctx, pkt, service_id, NULL, 0);
 }
 
 static __always_inline int is_tcp_syn(struct packet *pkt)
@@ -219,12 +255,16 @@ static __always_inline void track_teardown(struct packet *pkt, struct flow *f)
 		pf->state = state;
 }
 
-static __always_inline void touch(struct flow *f)
+/* Refreshes last_seen_ns once a second; returns 1 when it did, which also
+ * tells forward_flow to look the next hop up again. */
+static __always_inline int touch(struct flow *f)
 {
 	__u64 now = bpf_ktime_get_coarse_ns();
 
-	if (now - f->last_seen_ns > FLOW_REFRESH_NS)
-		f->last_seen_ns = now;
+	if (now - f->last_seen_ns <= FLOW_REFRESH_NS)
+		return 0;
+	f->last_seen_ns = now;
+	return 1;
 }
 
 /* Picks a backend with the service's Maglev table and records both
@@ -301,7 +341,7 @@ static __always_inline int to_service(struct xdp_md *ctx, struct packet *pkt,
 				      const struct service *svc)
 {
 	struct flow *f;
-	struct flow fresh;
+	struct flow fresh = {};
 
 	count(svc->id, COUNTER_RX_PACKETS, 1);
 	count(svc->id, COUNTER_RX_BYTES, pkt->data_end - pkt->data);
@@ -312,11 +352,12 @@ static __always_inline int to_service(struct xdp_md *ctx, struct packet *pkt,
 	/* A SYN on a connection that was closed is a new connection reusing the
 	 * tuple: it deserves a fresh choice, not the old (maybe removed) backend. */
 	if (f && f->direction == FLOW_TO_BACKEND && !(f->state != FLOW_OPEN && is_tcp_syn(pkt))) {
-		touch(f);
+		int refreshed = touch(f);
+
 		track_teardown(pkt, f);
 		if (nat_destination(pkt, f->nat_addr, f->nat_port))
 			goto malformed;
-		return forward(ctx, pkt, svc->id);
+		return forward_flow(ctx, pkt, svc->id, f, refreshed);
 	}
 
 	/* Only the LB speaks from a VIP. A flow opened from one would turn the
@@ -340,17 +381,19 @@ malformed:
 
 static __always_inline int to_client(struct xdp_md *ctx, struct packet *pkt, struct flow *f)
 {
+	int refreshed;
+
 	count(f->service_id, COUNTER_RX_PACKETS, 1);
 	count(f->service_id, COUNTER_RX_BYTES, pkt->data_end - pkt->data);
 	if (ttl_expired(pkt, f->service_id))
 		return XDP_DROP;
-	touch(f);
+	refreshed = touch(f);
 	track_teardown(pkt, f);
 	if (nat_source(pkt, f->nat_addr, f->nat_port)) {
 		count(f->service_id, COUNTER_DROP_MALFORMED, 1);
 		return XDP_DROP;
 	}
-	return forward(ctx, pkt, f->service_id);
+	return forward_flow(ctx, pkt, f->service_id, f, refreshed);
 }
 
 /* ICMP errors quote the IP header and first 8 bytes of the packet they are

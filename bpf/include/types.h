@@ -137,6 +137,14 @@ struct flow {
 	__u16 client_window; /* raw window of the client's first segment */
 	__u16 reason;        /* enum slowpath_reason, for SPLICE_SLOWPATH */
 	__u32 pool_id;       /* the pool the connection's current request routed to */
+	/* The next hop, cached from bpf_fib_lookup (which is half the cost of
+	 * an established packet) and looked up again with each refresh of
+	 * last_seen_ns, once a second. Valid for packets of up to nh_len bytes,
+	 * the largest the FIB's MTU check passed; nh_ifindex 0 means none. */
+	__u32 nh_ifindex;
+	__u16 nh_len;
+	__u8 nh_dmac[6];
+	__u8 nh_smac[6];
 };
 
 /* Why a connection left the fast path. */
