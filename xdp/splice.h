@@ -381,7 +381,7 @@ static __always_inline int starts_request(struct xdp_md *ctx, const struct packe
  * does not name. Returns 0 to let the segment through unchanged, else 1
  * with the verdict in *verdict. */
 static __always_inline int http_later_request(struct xdp_md *ctx, struct packet *pkt,
-					      const struct service *svc, struct flow *f, int *verdict)
+					      __u32 service_id, struct flow *f, int *verdict)
 {
 	struct tcphdr *tcp = pkt->tcp;
 	struct flow_key old_reverse, reverse = {};
@@ -400,7 +400,7 @@ static __always_inline int http_later_request(struct xdp_md *ctx, struct packet 
 	off = payload_offset(pkt);
 	reason = http_parse_request(ctx, off, len, s, &method);
 	if (reason == SLOW_NONE) {
-		s->key.service_id = svc->id;
+		s->key.service_id = service_id;
 		r = find_route(s);
 		if (!r)
 			reason = SLOW_NO_ROUTE;
@@ -464,14 +464,14 @@ static __always_inline int http_later_request(struct xdp_md *ctx, struct packet 
 	}
 	if (write_backend_syn(ctx, pkt, f))
 		return 1;
-	count(svc->id, COUNTER_REBINDS, 1);
-	count(svc->id, COUNTER_BACKEND_SYNS, 1);
-	*verdict = forward(ctx, pkt, svc->id);
+	count(service_id, COUNTER_REBINDS, 1);
+	count(service_id, COUNTER_BACKEND_SYNS, 1);
+	*verdict = forward(ctx, pkt, service_id);
 	return 1;
 
 reset:
-	count(svc->id, COUNTER_RESET_UNROUTABLE, 1);
-	count_slowpath(svc->id, reason ? reason : SLOW_NO_ROUTE);
+	count(service_id, COUNTER_RESET_UNROUTABLE, 1);
+	count_slowpath(service_id, reason ? reason : SLOW_NO_ROUTE);
 	{
 		__be32 vip = pkt->key.daddr, client = pkt->key.saddr;
 		__be16 vport = pkt->key.dport, cport = pkt->key.sport;
@@ -484,16 +484,16 @@ reset:
 }
 
 /* client -> backend on a spliced flow. */
-static __always_inline int http_to_backend(struct xdp_md *ctx, struct packet *pkt,
-					   const struct service *svc, struct flow *f)
+static __always_inline int http_to_backend(struct xdp_md *ctx, struct packet *pkt, struct flow *f)
 {
+	__u32 service_id = f->service_id;
 	struct tcphdr *tcp = pkt->tcp;
 	__u32 seq = bpf_ntohl(tcp->seq);
 	int refreshed;
 
 	switch (f->splice) {
 	case SPLICE_SLOWPATH:
-		count(svc->id, COUNTER_PASS_NOT_SERVICE, 1);
+		count(service_id, COUNTER_PASS_NOT_SERVICE, 1);
 		return XDP_PASS;
 	case SPLICE_SYN_SENT:
 		/* The client retransmits its request while the backend has not
@@ -501,14 +501,14 @@ static __always_inline int http_to_backend(struct xdp_md *ctx, struct packet *pk
 		if (seq == f->client_isn + 1 && payload_len(pkt) > 0 && !tcp->syn && !tcp->rst) {
 			if (write_backend_syn(ctx, pkt, f))
 				return XDP_DROP;
-			count(svc->id, COUNTER_BACKEND_SYNS, 1);
-			return forward(ctx, pkt, svc->id);
+			count(service_id, COUNTER_BACKEND_SYNS, 1);
+			return forward(ctx, pkt, service_id);
 		}
 		if (tcp->rst) {
 			drop_splice(pkt, f);
 			return XDP_DROP;
 		}
-		count(svc->id, COUNTER_DROP_HTTP_STATE, 1);
+		count(service_id, COUNTER_DROP_HTTP_STATE, 1);
 		return XDP_DROP;
 	case SPLICE_ESTABLISHED:
 		break;
@@ -516,13 +516,13 @@ static __always_inline int http_to_backend(struct xdp_md *ctx, struct packet *pk
 		return XDP_DROP;
 	}
 	if (tcp->syn) {
-		count(svc->id, COUNTER_DROP_HTTP_STATE, 1);
+		count(service_id, COUNTER_DROP_HTTP_STATE, 1);
 		return XDP_DROP;
 	}
 	if (!tcp->rst && starts_request(ctx, pkt)) {
 		int verdict;
 
-		if (http_later_request(ctx, pkt, svc, f, &verdict))
+		if (http_later_request(ctx, pkt, service_id, f, &verdict))
 			return verdict;
 	}
 	refreshed = touch(f);
@@ -535,7 +535,7 @@ static __always_inline int http_to_backend(struct xdp_md *ctx, struct packet *pk
 		seq_add(&tcp->ack_seq, -f->seq_delta, &tcp->check);
 	if (nat_destination(pkt, f->nat_addr, f->nat_port))
 		return XDP_DROP;
-	return forward_flow(ctx, pkt, svc->id, f, refreshed);
+	return forward_flow(ctx, pkt, service_id, f, refreshed);
 }
 
 /* The backend's SYN-ACK: record its ISN and window scale and answer with the
@@ -769,10 +769,21 @@ static __always_inline int to_http_service(struct xdp_md *ctx, struct packet *pk
 		return send_back(ctx);
 	}
 
-	f = bpf_map_lookup_elem(&flows, &pkt->key);
-	if (!f || f->direction != FLOW_TO_BACKEND)
-		return http_first_segment(ctx, pkt, svc);
-	return http_to_backend(ctx, pkt, svc, f);
+	/* Segments of known connections were dispatched on their flow before
+	 * the service lookup (rauta_xdp); what reaches here has none. */
+	return http_first_segment(ctx, pkt, svc);
+}
+
+/* A client segment of a spliced connection, found by its flow. */
+static __always_inline int http_from_client(struct xdp_md *ctx, struct packet *pkt, struct flow *f)
+{
+	if (!pkt->tcp)
+		return XDP_DROP;
+	count(f->service_id, COUNTER_RX_PACKETS, 1);
+	count(f->service_id, COUNTER_RX_BYTES, pkt->data_end - pkt->data);
+	if (ttl_expired(pkt, f->service_id))
+		return XDP_DROP;
+	return http_to_backend(ctx, pkt, f);
 }
 
 #endif

@@ -337,28 +337,34 @@ static __always_inline int ttl_expired(struct packet *pkt, __u32 service_id)
 	return 1;
 }
 
+/* client -> backend on an L4 flow the flow table knows. */
+static __always_inline int to_backend(struct xdp_md *ctx, struct packet *pkt, struct flow *f)
+{
+	int refreshed;
+
+	count(f->service_id, COUNTER_RX_PACKETS, 1);
+	count(f->service_id, COUNTER_RX_BYTES, pkt->data_end - pkt->data);
+	if (ttl_expired(pkt, f->service_id))
+		return XDP_DROP;
+	refreshed = touch(f);
+	track_teardown(pkt, f);
+	if (nat_destination(pkt, f->nat_addr, f->nat_port)) {
+		count(f->service_id, COUNTER_DROP_MALFORMED, 1);
+		return XDP_DROP;
+	}
+	return forward_flow(ctx, pkt, f->service_id, f, refreshed);
+}
+
+/* client -> VIP with no usable flow: a new L4 flow. */
 static __always_inline int to_service(struct xdp_md *ctx, struct packet *pkt,
 				      const struct service *svc)
 {
-	struct flow *f;
 	struct flow fresh = {};
 
 	count(svc->id, COUNTER_RX_PACKETS, 1);
 	count(svc->id, COUNTER_RX_BYTES, pkt->data_end - pkt->data);
 	if (ttl_expired(pkt, svc->id))
 		return XDP_DROP;
-
-	f = bpf_map_lookup_elem(&flows, &pkt->key);
-	/* A SYN on a connection that was closed is a new connection reusing the
-	 * tuple: it deserves a fresh choice, not the old (maybe removed) backend. */
-	if (f && f->direction == FLOW_TO_BACKEND && !(f->state != FLOW_OPEN && is_tcp_syn(pkt))) {
-		int refreshed = touch(f);
-
-		track_teardown(pkt, f);
-		if (nat_destination(pkt, f->nat_addr, f->nat_port))
-			goto malformed;
-		return forward_flow(ctx, pkt, svc->id, f, refreshed);
-	}
 
 	/* Only the LB speaks from a VIP. A flow opened from one would turn the
 	 * backend's replies into packets from the VIP to itself. */
@@ -546,6 +552,25 @@ int rauta_xdp(struct xdp_md *ctx)
 	if (pkt.key.proto == IPPROTO_ICMP)
 		return handle_icmp(ctx, &pkt);
 
+	/* Known connections first: one lookup serves both directions, and a
+	 * service removed while its connections are open lets them finish, as
+	 * draining does. A SYN on a finished connection starts a new one. */
+	f = bpf_map_lookup_elem(&flows, &pkt.key);
+	if (f) {
+		if (f->direction == FLOW_TO_CLIENT) {
+			if (f->splice != SPLICE_NONE)
+				return http_to_client(ctx, &pkt, f);
+			return to_client(ctx, &pkt, f);
+		}
+		if (!is_tcp_syn(&pkt)) {
+			if (f->splice != SPLICE_NONE)
+				return http_from_client(ctx, &pkt, f);
+			return to_backend(ctx, &pkt, f);
+		}
+		if (f->splice == SPLICE_NONE && f->state == FLOW_OPEN)
+			return to_backend(ctx, &pkt, f); /* a retransmitted SYN */
+	}
+
 	skey.vip = pkt.key.daddr;
 	skey.port = pkt.key.dport;
 	skey.proto = pkt.key.proto;
@@ -556,12 +581,6 @@ int rauta_xdp(struct xdp_md *ctx)
 		return to_service(ctx, &pkt, svc);
 	}
 
-	f = bpf_map_lookup_elem(&flows, &pkt.key);
-	if (f && f->direction == FLOW_TO_CLIENT) {
-		if (f->splice != SPLICE_NONE)
-			return http_to_client(ctx, &pkt, f);
-		return to_client(ctx, &pkt, f);
-	}
 
 	count(0, COUNTER_PASS_NOT_SERVICE, 1);
 	return XDP_PASS;
