@@ -109,8 +109,10 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.buildInfo, prometheus.GaugeValue, 1)
 	ch <- prometheus.MustNewConstMetric(c.flows, prometheus.GaugeValue, float64(c.source.LiveFlows()))
 
-	names := c.source.ServiceNames()
-	names[0] = NoService
+	names := map[uint32]string{0: NoService}
+	for id, name := range c.source.ServiceNames() {
+		names[id] = name
+	}
 	for id, name := range names {
 		for counter := range xdp.NumCounters {
 			value, err := c.read(id, xdp.Counter(counter))

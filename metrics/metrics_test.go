@@ -64,6 +64,8 @@ var exported = map[xdp.Counter]struct{ metric, reason string }{
 	xdp.CounterSplicedNoRoom:       {"rauta_xdp_spliced_without_request_total", ""},
 	xdp.CounterSlowpath:            {"rauta_xdp_slowpath_connections_total", ""},
 	xdp.CounterDropHTTPState:       {"rauta_xdp_dropped_packets_total", "http_state"},
+	xdp.CounterRebinds:             {"rauta_xdp_rebinds_total", ""},
+	xdp.CounterResetUnroutable:     {"rauta_xdp_reset_unroutable_total", ""},
 }
 
 // exportedFamilies are the metrics this test knows: the scrape is compared
@@ -385,23 +387,9 @@ func TestCollectorFollowsApply(t *testing.T) {
 	e.expect(t, 0, map[string]map[xdp.Counter]uint64{metrics.NoService: none})
 }
 
-// knownBug skips a test that shows a reported, not yet fixed bug, unless
-// RAUTA_METRICS_KNOWN_BUGS=1 asks to see it fail. Whoever fixes the bug
-// removes the call.
-func knownBug(t *testing.T, what string) {
-	t.Helper()
-	if os.Getenv("RAUTA_METRICS_KNOWN_BUGS") != "1" {
-		t.Skipf("reported, not fixed (set RAUTA_METRICS_KNOWN_BUGS=1 to run): %s", what)
-	}
-}
-
 // The collector must not write into the map the source returns (a Source
 // may hand out a map it keeps), nor fail on a nil one (no service yet).
-// Collect does names[0] = NoService on the source's map: the daemon's
-// Programmer returns a fresh map per call, so today only other Sources are
-// hit.
 func TestCollectorLeavesSourceMapAlone(t *testing.T) {
-	knownBug(t, "Collect writes service 0 into the map Source.ServiceNames returned, and panics on a nil map")
 	e := newEnv(t)
 	e.apply(t, service("web", "10.0.0.100", 80))
 	names := map[uint32]string{e.id(t, "web"): "web"}
