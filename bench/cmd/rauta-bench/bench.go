@@ -1,0 +1,236 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/rauta-lb/rauta/tools/testbed"
+)
+
+const (
+	// startupTimeout is how long a freshly started server gets to answer.
+	startupTimeout = 10 * time.Second
+	// checkTimeout bounds the check request made before each mode's runs.
+	checkTimeout = 5 * time.Second
+	// originBody is what the origin answers.
+	originBody = "ok\n"
+)
+
+// bench is one run: a testbed, the servers on it and the report being
+// filled in.
+type bench struct {
+	opts      options
+	log       *slog.Logger
+	daemonLog *slog.Logger
+	rep       *report
+
+	tb  *testbed.Testbed
+	dir string // configurations and server logs
+}
+
+// run builds the testbed, starts the servers and measures every mode,
+// round after round. Everything it starts is stopped before it returns.
+func (b *bench) run(ctx context.Context) (err error) {
+	b.dir, err = os.MkdirTemp("", "rauta-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(b.dir)
+	// nginx workers run as nobody and need to reach their directories.
+	if err := os.Chmod(b.dir, 0o755); err != nil {
+		return err
+	}
+
+	b.log.Info("building testbed", "backends", 1)
+	b.tb, err = testbed.New(testbed.Options{Backends: 1})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if closeErr := b.tb.Close(); closeErr != nil {
+			err = errors.Join(err, fmt.Errorf("remove testbed: %w", closeErr))
+		}
+		b.log.Info("testbed removed")
+	}()
+	for _, m := range b.opts.Modes {
+		b.rep.URLs[m.Name] = m.url(b.tb)
+	}
+
+	stopServers, err := b.startServers(ctx)
+	defer func() { err = errors.Join(err, stopServers()) }()
+	if err != nil {
+		return err
+	}
+
+	for round := 1; round <= b.opts.Load.Rounds; round++ {
+		for _, m := range b.opts.Modes {
+			if err := b.measureMode(ctx, round, m); err != nil {
+				return fmt.Errorf("round %d, mode %s: %w", round, m.Name, err)
+			}
+		}
+	}
+	return nil
+}
+
+// measureMode checks that m works, then runs wrk in both styles.
+func (b *bench) measureMode(ctx context.Context, round int, m mode) error {
+	if err := setPortRange(b.tb.Client, m.Ports); err != nil {
+		return err
+	}
+	if m.Name == modeRauta {
+		return b.measureRauta(ctx, round, m)
+	}
+	url := m.url(b.tb)
+	if err := httpCheck(ctx, b.tb.Client, url); err != nil {
+		return fmt.Errorf("check before measuring: %w", err)
+	}
+	for _, st := range styles {
+		if err := b.measure(ctx, round, m, st, nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// setPortRange sets the ephemeral port range of ns (see mode.Ports).
+// /proc/sys/net is per namespace of the opening thread, hence Do.
+func setPortRange(ns *testbed.Namespace, ports [2]int) error {
+	err := ns.Do(func() error {
+		return os.WriteFile("/proc/sys/net/ipv4/ip_local_port_range", fmt.Appendf(nil, "%d %d\n", ports[0], ports[1]), 0o644)
+	})
+	if err != nil {
+		return fmt.Errorf("set ip_local_port_range %d-%d in %s: %w", ports[0], ports[1], ns.Name, err)
+	}
+	return nil
+}
+
+// measureRauta runs the daemon for the duration of one round's rauta-l4
+// runs, proving first that the VIP is served by XDP.
+func (b *bench) measureRauta(ctx context.Context, round int, m mode) (err error) {
+	tb := b.tb
+	d, err := startRauta(ctx, tb, b.dir, rautaConfig{
+		Interfaces: []string{tb.LBClientIface, tb.LBBackendIface},
+		BPFFS:      bpffsDir(),
+		VIP:        m.target(tb).Addr(),
+		Port:       m.target(tb).Port(),
+		Backend:    origin(tb),
+	}, b.opts.ProgStats, b.daemonLog)
+	if err != nil {
+		return err
+	}
+	b.log.Info("rauta daemon started; XDP attached", "netns", tb.LB.Name, "interfaces", []string{tb.LBClientIface, tb.LBBackendIface})
+	defer func() {
+		err = errors.Join(err, d.stop())
+		b.log.Info("rauta daemon stopped; XDP detached")
+	}()
+
+	if err := b.checkRauta(ctx, d, m.url(tb)); err != nil {
+		return err
+	}
+	for _, st := range styles {
+		if err := b.measure(ctx, round, m, st, d.counters); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// measure runs the warm-up and the recorded wrk run of one mode and style
+// and records the result, with what the system counters (and xdp, if
+// given) counted meanwhile.
+func (b *bench) measure(ctx context.Context, round int, m mode, st style, xdp func() (snapshot, error)) error {
+	key := runKey{m.Name, st}
+	t := b.rep.tally(key)
+	b.waitQuiet(ctx)
+	sysBefore, err := takeSnapshot(ctx, b.tb)
+	if err != nil {
+		return err
+	}
+	var xdpBefore snapshot
+	if xdp != nil {
+		if xdpBefore, err = xdp(); err != nil {
+			return err
+		}
+	}
+
+	s := b.opts.Load
+	spec := wrkSpec{Threads: s.Threads, Conns: s.Conns, URL: m.url(b.tb), Close: st == connClose}
+	if s.Warmup > 0 {
+		spec.Duration = s.Warmup
+		warm, err := runWrk(ctx, b.tb.Client, spec)
+		if err != nil {
+			return fmt.Errorf("%s warm-up: %w", st, err)
+		}
+		t.Requests += warm.Requests
+	}
+	spec.Duration = s.Duration
+	load := startOtherLoad()
+	res, err := runWrk(ctx, b.tb.Client, spec)
+	if err != nil {
+		return fmt.Errorf("%s: %w", st, err)
+	}
+	other, top := load.share()
+	r := runResult{wrkResult: res, OtherLoad: other}
+	t.Requests += res.Requests
+	b.rep.Runs[key] = append(b.rep.Runs[key], r)
+	b.log.Info("measured", "round", round, "mode", m.Name, "style", st,
+		"req/s", fmt.Sprintf("%.0f", res.ReqPerSec), "p50", fmtLatency(res.P50), "p99", fmtLatency(res.P99),
+		"errors", res.Errors.String(), "other_load", fmt.Sprintf("%.0f%%", 100*r.OtherLoad))
+	if r.disturbed() {
+		b.log.Warn("other processes used the CPUs during the run; it is left out of the medians",
+			"other_load", fmt.Sprintf("%.0f%%", 100*r.OtherLoad), "top", top)
+	}
+
+	sysAfter, err := takeSnapshot(ctx, b.tb)
+	if err != nil {
+		return err
+	}
+	t.System.add(sysBefore.delta(sysAfter))
+	if xdp != nil {
+		xdpAfter, err := xdp()
+		if err != nil {
+			return err
+		}
+		t.XDP.add(xdpBefore.delta(xdpAfter))
+	}
+	return nil
+}
+
+// waitQuiet waits, up to -quiet-wait, until the CPUs were at least
+// quietIdle idle for a second: the testbed is idle between runs, so
+// anything busier is someone else's load, which would skew the run.
+func (b *bench) waitQuiet(ctx context.Context) {
+	if b.opts.QuietWait <= 0 {
+		return
+	}
+	deadline := time.Now().Add(b.opts.QuietWait)
+	for first := true; ; first = false {
+		idle := cpuIdle(ctx, time.Second)
+		if idle < 0 || idle >= quietIdle || ctx.Err() != nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			b.log.Warn("machine still busy; measuring anyway", "cpu_idle", fmt.Sprintf("%.0f%%", 100*idle), "waited", b.opts.QuietWait)
+			return
+		}
+		if first {
+			b.log.Info("machine busy; waiting for it to quieten", "cpu_idle", fmt.Sprintf("%.0f%%", 100*idle))
+		}
+	}
+}
+
+// xdpBench runs the XDP program benchmarks from the module root.
+func (b *bench) xdpBench(ctx context.Context) *xdpBench {
+	dir, err := moduleDir()
+	if err != nil {
+		return &xdpBench{Note: err.Error()}
+	}
+	b.log.Info("running XDP benchmarks", "dir", dir, "benchtime", b.opts.XDPBenchtime)
+	res := runXDPBench(ctx, dir, b.opts.XDPBenchtime)
+	b.log.Info("XDP benchmarks done", "results", len(res.Results))
+	return &res
+}

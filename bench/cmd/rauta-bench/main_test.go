@@ -1,0 +1,63 @@
+package main
+
+import (
+	"io"
+	"slices"
+	"testing"
+	"time"
+)
+
+func TestParseFlagsDefaults(t *testing.T) {
+	o, err := parseFlags(nil, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := settings{Rounds: 3, Threads: 2, Conns: 64, Duration: 10 * time.Second, Warmup: 2 * time.Second}
+	if o.Load != want {
+		t.Errorf("defaults = %+v, want %+v", o.Load, want)
+	}
+	if got := modeNames(o.Modes); !slices.Equal(got, []string{"kernel", "rauta-l4", "nginx-proxy", "haproxy"}) {
+		t.Errorf("default modes = %v", got)
+	}
+}
+
+func TestParseFlagsRejects(t *testing.T) {
+	for _, args := range [][]string{
+		{"-rounds", "0"},
+		{"-duration", "1500ms"},
+		{"-warmup", "-1s"},
+		{"-conns", "1", "-threads", "2"},
+		{"-modes", "kernel,bogus"},
+		{"-modes", "kernel,kernel"},
+		{"-modes", ","},
+		{"extra"},
+	} {
+		if _, err := parseFlags(args, io.Discard); err == nil {
+			t.Errorf("parseFlags(%q) accepted", args)
+		}
+	}
+}
+
+func TestCommandLine(t *testing.T) {
+	got := commandLine([]string{"/tmp/go-build123/b001/exe/rauta-bench", "-out", "bench/results", "-modes", "kernel,rauta-l4", "-x", "it's"})
+	want := `go run ./bench/cmd/rauta-bench -out bench/results -modes kernel,rauta-l4 -x 'it'\''s'`
+	if got != want {
+		t.Errorf("commandLine = %s, want %s", got, want)
+	}
+	if got := commandLine([]string{"./rauta-bench", "-rounds", "1"}); got != "./rauta-bench -rounds 1" {
+		t.Errorf("commandLine = %s", got)
+	}
+}
+
+func TestModePortRangesDisjoint(t *testing.T) {
+	for i, a := range allModes {
+		if a.Ports[0] < clientPortLow || a.Ports[1] > clientPortHigh || a.Ports[1]-a.Ports[0] < 10000 {
+			t.Errorf("%s: port range %v", a.Name, a.Ports)
+		}
+		for _, b := range allModes[i+1:] {
+			if a.Ports[1] >= b.Ports[0] && b.Ports[1] >= a.Ports[0] {
+				t.Errorf("%s %v and %s %v overlap", a.Name, a.Ports, b.Name, b.Ports)
+			}
+		}
+	}
+}

@@ -1,0 +1,140 @@
+package main
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+
+	"github.com/rauta-lb/rauta/tools/testbed"
+)
+
+// Mode names, as in the report and -modes.
+const (
+	modeKernel  = "kernel"
+	modeRauta   = "rauta-l4"
+	modeNginx   = "nginx-proxy"
+	modeHAProxy = "haproxy"
+)
+
+// Ports on the testbed.
+const (
+	originPort  = 80   // nginx origin in backend 1; also the rauta service port
+	nginxPort   = 8080 // nginx reverse proxy on the LB's client-side address
+	haproxyPort = 8081 // HAProxy on the LB's client-side address
+)
+
+// Client ephemeral ports are split between the modes (clientPorts).
+const (
+	clientPortLow  = 10000
+	clientPortHigh = 60999
+)
+
+// mode is one way of getting from the client to the origin.
+type mode struct {
+	Name string
+	Desc string
+	// Ports is the client's ephemeral port range while this mode runs.
+	Ports [2]int
+	// target is where wrk connects to.
+	target func(tb *testbed.Testbed) netip.AddrPort
+}
+
+func (m mode) url(tb *testbed.Testbed) string {
+	return httpURL(m.target(tb))
+}
+
+// httpURL leaves out the default port, as one would type it.
+func httpURL(a netip.AddrPort) string {
+	if a.Port() == 80 {
+		return fmt.Sprintf("http://%s/", a.Addr())
+	}
+	return fmt.Sprintf("http://%s/", a)
+}
+
+func origin(tb *testbed.Testbed) netip.AddrPort {
+	return netip.AddrPortFrom(tb.BackendAddrs[0], originPort)
+}
+
+// allModes lists every mode; init gives each its client port range.
+var allModes = []mode{
+	{
+		Name:   modeKernel,
+		Desc:   "straight to the origin, routed by the kernel in the LB namespace; no XDP attached",
+		target: origin,
+	},
+	{
+		Name: modeRauta,
+		Desc: "the VIP, served by rauta's XDP L4 path (daemon attached to eth1 and eth2 of the LB, tcp service → pool of the origin); the daemon is stopped after each round's runs",
+		target: func(tb *testbed.Testbed) netip.AddrPort {
+			return netip.AddrPortFrom(tb.VIPs[0], originPort)
+		},
+	},
+	{
+		Name: modeNginx,
+		Desc: "nginx reverse proxy in the LB namespace, 2 workers, 64 keep-alive upstream connections, HTTP/1.1 upstream",
+		target: func(tb *testbed.Testbed) netip.AddrPort {
+			return netip.AddrPortFrom(tb.LBClientAddr, nginxPort)
+		},
+	},
+	{
+		Name: modeHAProxy,
+		Desc: "HAProxy in the LB namespace, mode http, 2 threads, http-reuse always",
+		target: func(tb *testbed.Testbed) netip.AddrPort {
+			return netip.AddrPortFrom(tb.LBClientAddr, haproxyPort)
+		},
+	},
+}
+
+// Each mode gets its own slice of the client's ephemeral ports. The
+// origin keeps TIME_WAIT sockets of closed connections for 60s, and kernel
+// and rauta-l4 both reach it from the client's address: if one mode
+// reused the other's ports, its SYNs would hit those sockets with TCP
+// timestamps from another clock offset (Linux derives the offset from the
+// destination the client sees, the origin or the VIP), be rejected by PAWS
+// (TcpExtPAWSTimewait on the origin) and be retransmitted 1s later, which
+// would penalise whichever mode comes second.
+func init() {
+	per := (clientPortHigh - clientPortLow + 1) / len(allModes)
+	for i := range allModes {
+		lo := clientPortLow + i*per
+		allModes[i].Ports = [2]int{lo, lo + per - 1}
+	}
+}
+
+func modeNames(modes []mode) []string {
+	names := make([]string, len(modes))
+	for i, m := range modes {
+		names[i] = m.Name
+	}
+	return names
+}
+
+// selectModes parses -modes.
+func selectModes(list string) ([]mode, error) {
+	var out []mode
+	seen := map[string]bool{}
+	for name := range strings.SplitSeq(list, ",") {
+		name = strings.TrimSpace(name)
+		if name == "" {
+			continue
+		}
+		if seen[name] {
+			return nil, fmt.Errorf("-modes: %q given twice", name)
+		}
+		seen[name] = true
+		found := false
+		for _, m := range allModes {
+			if m.Name == name {
+				out = append(out, m)
+				found = true
+			}
+		}
+		if !found {
+			return nil, fmt.Errorf("-modes: unknown mode %q (known: %s)", name, strings.Join(modeNames(allModes), ", "))
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("-modes: no mode given")
+	}
+	return out, nil
+}
