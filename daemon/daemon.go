@@ -249,7 +249,7 @@ func (d *Daemon) serveMetrics(listen string) (stop func(), err error) {
 		Name: "rauta_config_reloads_total", Help: "Configuration reloads by result.",
 	}, []string{"result"})
 	reg.MustRegister(
-		metrics.New(d.loader.Objects().Counters, d, d.opts.Version, d.log),
+		metrics.New(d.loader.Objects().Counters, d, d.opts.Version, d.log).WithSlowpath(d.loader.Objects().SlowpathCounters),
 		d.reloads,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),

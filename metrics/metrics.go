@@ -33,6 +33,9 @@ type Collector struct {
 	passed    *prometheus.Desc
 	dropped   *prometheus.Desc
 	reasons   map[xdp.Counter]counterReason
+
+	slowpath     *ebpf.Map // nil: not exported
+	slowpathDesc *prometheus.Desc
 }
 
 type counterReason struct {
@@ -93,6 +96,16 @@ func New(counters *ebpf.Map, source Source, version string, log *slog.Logger) *C
 	return c
 }
 
+// WithSlowpath also exports the per-reason counters of HTTP connections
+// handed to the slow path, from the slowpath_counters map.
+func (c *Collector) WithSlowpath(m *ebpf.Map) *Collector {
+	c.slowpath = m
+	c.slowpathDesc = prometheus.NewDesc("rauta_xdp_slowpath_reason_total",
+		"HTTP connections handed to the slow path (or reset, for later requests), by reason.",
+		[]string{"service", "reason"}, nil)
+	return c
+}
+
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.buildInfo
@@ -101,6 +114,9 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.dropped
 	for _, d := range c.plain {
 		ch <- d
+	}
+	if c.slowpathDesc != nil {
+		ch <- c.slowpathDesc
 	}
 }
 
@@ -114,6 +130,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		names[id] = name
 	}
 	for id, name := range names {
+		if c.slowpath != nil && id != 0 {
+			c.collectSlowpath(ch, id, name)
+		}
 		for counter := range xdp.NumCounters {
 			value, err := c.read(id, xdp.Counter(counter))
 			if err != nil {
@@ -131,10 +150,27 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
+// collectSlowpath emits the reasons of one service that ever counted.
+func (c *Collector) collectSlowpath(ch chan<- prometheus.Metric, id uint32, name string) {
+	for r := 1; r < xdp.NumSlowpathReasons; r++ {
+		value, err := sumPerCPU(c.slowpath, id*uint32(xdp.NumSlowpathReasons)+uint32(r))
+		if err != nil {
+			c.log.Warn("read slow-path counter", "service", name, "reason", r, "error", err)
+			continue
+		}
+		ch <- prometheus.MustNewConstMetric(c.slowpathDesc, prometheus.CounterValue, float64(value),
+			name, xdp.SlowpathReasonName(xdp.SlowpathReason(r)))
+	}
+}
+
 // read sums one counter over all CPUs.
 func (c *Collector) read(id uint32, counter xdp.Counter) (uint64, error) {
+	return sumPerCPU(c.counters, xdp.CounterIndex(id, counter))
+}
+
+func sumPerCPU(m *ebpf.Map, key uint32) (uint64, error) {
 	var perCPU []uint64
-	if err := c.counters.Lookup(xdp.CounterIndex(id, counter), &perCPU); err != nil {
+	if err := m.Lookup(key, &perCPU); err != nil {
 		return 0, fmt.Errorf("lookup: %w", err)
 	}
 	var sum uint64

@@ -422,3 +422,62 @@ type fixedSource struct{ names map[uint32]string }
 
 func (f *fixedSource) ServiceNames() map[uint32]string { return f.names }
 func (f *fixedSource) LiveFlows() int                  { return 0 }
+
+func TestCollectorSlowpathReasons(t *testing.T) {
+	e := newEnv(t)
+	e.apply(t, service("web", "10.0.0.100", 80))
+	id := e.id(t, "web")
+	reg := prometheus.NewPedanticRegistry()
+	col := metrics.New(e.objs.Counters, e.src, version, slog.New(slog.DiscardHandler)).WithSlowpath(e.objs.SlowpathCounters)
+	if err := reg.Register(col); err != nil {
+		t.Fatal(err)
+	}
+	perCPU := make([]uint64, e.ncpu)
+	for i := range perCPU {
+		perCPU[i] = uint64(3 + i)
+	}
+	reason := uint32(2) // an arbitrary reason: the test reads its name back
+	if err := e.objs.SlowpathCounters.Put(id*uint32(xdp.NumSlowpathReasons)+reason, perCPU); err != nil {
+		t.Fatal(err)
+	}
+	var want uint64
+	for _, v := range perCPU {
+		want += v
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := xdp.SlowpathReasonName(xdp.SlowpathReason(reason))
+	seen := 0
+	for _, mf := range mfs {
+		if mf.GetName() != "rauta_xdp_slowpath_reason_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			seen++
+			var svc, r string
+			for _, l := range m.GetLabel() {
+				switch l.GetName() {
+				case "service":
+					svc = l.GetValue()
+				case "reason":
+					r = l.GetValue()
+				}
+			}
+			if svc != "web" {
+				t.Errorf("slow-path series for service %q", svc)
+			}
+			got := uint64(m.GetCounter().GetValue())
+			if r == name && got != want {
+				t.Errorf("reason %s = %d, want %d", r, got, want)
+			}
+			if r != name && got != 0 {
+				t.Errorf("reason %s = %d, want 0", r, got)
+			}
+		}
+	}
+	if seen != xdp.NumSlowpathReasons-1 {
+		t.Fatalf("%d slow-path series, want one per reason (%d)", seen, xdp.NumSlowpathReasons-1)
+	}
+}
