@@ -13,7 +13,7 @@ BPF_DIRS  := xdp
 PKGS_BUILD := ca-certificates git
 PKGS_GEN   := clang-19 llvm-19 libbpf-dev linux-libc-dev
 PKGS_NET   := iproute2 ethtool curl
-PKGS_TEST  := $(PKGS_BUILD) $(PKGS_GEN) $(PKGS_NET) bpftool
+PKGS_TEST  := $(PKGS_BUILD) $(PKGS_GEN) $(PKGS_NET) bpftool wrk
 PKGS_DEMO  := $(PKGS_BUILD) $(PKGS_NET)
 PKGS_BENCH := $(PKGS_BUILD) $(PKGS_NET) wrk nginx-light haproxy
 

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -9,8 +10,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os/exec"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rauta-lb/rauta/tools/backend"
 	"github.com/rauta-lb/rauta/tools/testbed"
@@ -163,4 +166,38 @@ func TestHTTPKeepAliveAcrossPools(t *testing.T) {
 			t.Fatalf("request %d came from client port %s, the connection's is %s: not one connection", i, port, clientPort)
 		}
 	}
+}
+
+// wrk at 100 connections through the fast path, keep-alive: no socket
+// error, no non-2xx answer.
+func TestHTTPFastPathUnderWrk(t *testing.T) {
+	requireRoot(t)
+	if _, err := exec.LookPath("wrk"); err != nil {
+		t.Skip("wrk not installed (make deps-test installs it)")
+	}
+	t.Parallel()
+	tb := testbed.NewT(t, testbed.Options{Backends: 3})
+	startBackends(t, tb)
+	startDaemon(t, tb, httpConfig)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := tb.Client.Command(ctx, "wrk", "-t2", "-c100", "-d3s", vipURL).CombinedOutput()
+	if err != nil {
+		t.Fatalf("wrk: %v\n%s", err, out)
+	}
+	text := string(out)
+	if strings.Contains(text, "Socket errors") || strings.Contains(text, "Non-2xx") {
+		t.Fatalf("wrk saw errors:\n%s", text)
+	}
+	var requests int
+	for _, l := range lines(text) {
+		if f := strings.Fields(l); len(f) > 1 && f[1] == "requests" {
+			fmt.Sscan(f[0], &requests)
+		}
+	}
+	if requests < 1000 {
+		t.Fatalf("wrk completed %d requests in 3s, want at least 1,000:\n%s", requests, text)
+	}
+	t.Logf("wrk: %d requests, no errors", requests)
 }
