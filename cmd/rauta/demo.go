@@ -116,7 +116,11 @@ func demoCommand(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "rauta demo: XDP attached in namespace %s; maps pinned in %s\n", tb.LB.Name, d.Loader().PinPath())
 	fmt.Fprintf(stdout, "  inspect:  bpftool map dump pinned %s/flows\n", d.Loader().PinPath())
 	fmt.Fprintf(stdout, "  metrics:  curl -s http://127.0.0.1:9100/metrics | grep rauta_\n")
-	fmt.Fprintf(stdout, "  traffic:  %d clients in %s, each request a fresh TCP connection to http://10.0.0.100/\n\n", *clients, tb.Client.Name)
+	fmt.Fprintf(stdout, "  traffic:  %d clients in %s, each request a fresh TCP connection, in turn to\n", *clients, tb.Client.Name)
+	for _, u := range demoURLs {
+		fmt.Fprintf(stdout, "            %-32s %s\n", u.url, u.what)
+	}
+	fmt.Fprintln(stdout)
 
 	var tally demoTally
 	var wg sync.WaitGroup
@@ -153,6 +157,14 @@ func demoCommand(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
+// demoURLs are what the clients request, in turn; the tally groups answers
+// by label and backend.
+var demoURLs = []struct{ label, url, what string }{
+	{"l4", "http://10.0.0.100/", "web: L4, Maglev over backends 1:1:2"},
+	{"api", "http://10.0.0.100:8080/api/v1", "site: HTTP routed in XDP, /api/ -> backend-1"},
+	{"pages", "http://10.0.0.100:8080/index.html", "site: HTTP routed in XDP, / -> backends 2, 3"},
+}
+
 type demoTally struct {
 	mu        sync.Mutex
 	byBackend map[string]int
@@ -176,8 +188,9 @@ func clientLoop(ctx context.Context, dial func(context.Context, string, string) 
 		Timeout:   2 * time.Second,
 		Transport: &http.Transport{DialContext: dial, DisableKeepAlives: true},
 	}
-	for ctx.Err() == nil {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://10.0.0.100/", nil)
+	for i := 0; ctx.Err() == nil; i++ {
+		target := demoURLs[i%len(demoURLs)]
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, target.url, nil)
 		resp, err := client.Do(req)
 		if err != nil {
 			if ctx.Err() == nil {
@@ -188,7 +201,7 @@ func clientLoop(ctx context.Context, dial func(context.Context, string, string) 
 		}
 		io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
-		tally.add(resp.Header.Get("X-Backend"))
+		tally.add(target.label + ":" + resp.Header.Get("X-Backend"))
 	}
 }
 
