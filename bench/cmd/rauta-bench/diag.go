@@ -50,7 +50,7 @@ func nsIfaces(tb *testbed.Testbed) []struct {
 var stackCounters = map[string][]string{
 	"Ip":     {"ForwDatagrams", "InDiscards", "OutDiscards"},
 	"Tcp":    {"RetransSegs", "AttemptFails", "EstabResets", "InErrs", "OutRsts"},
-	"TcpExt": {"TCPSynRetrans", "TCPTimeouts", "ListenOverflows", "ListenDrops", "TCPBacklogDrop", "TCPTimeWaitOverflow", "PAWSTimewait", "PAWSEstab"},
+	"TcpExt": {"TCPSynRetrans", "TCPTimeouts", "ListenOverflows", "ListenDrops", "TCPBacklogDrop", "TW", "TCPTimeWaitOverflow", "PAWSTimewait", "PAWSEstab"},
 }
 
 // takeSnapshot reads the counters of every namespace on the path.

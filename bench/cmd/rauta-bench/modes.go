@@ -55,50 +55,53 @@ func origin(tb *testbed.Testbed) netip.AddrPort {
 	return netip.AddrPortFrom(tb.BackendAddrs[0], originPort)
 }
 
-// allModes lists every mode; init gives each its client port range.
+// allModes lists every mode, in the default order.
 var allModes = []mode{
 	{
 		Name:   modeKernel,
 		Desc:   "straight to the origin, routed by the kernel in the LB namespace; no XDP attached",
+		Ports:  clientPorts(0),
 		target: origin,
 	},
 	{
-		Name: modeRauta,
-		Desc: "the VIP, served by rauta's XDP L4 path (daemon attached to eth1 and eth2 of the LB, tcp service → pool of the origin); the daemon is stopped after each round's runs",
+		Name:  modeRauta,
+		Ports: clientPorts(1),
+		Desc:  "the VIP, served by rauta's XDP L4 path (daemon attached to eth1 and eth2 of the LB, tcp service → pool of the origin); the daemon is stopped after each round's runs",
 		target: func(tb *testbed.Testbed) netip.AddrPort {
 			return netip.AddrPortFrom(tb.VIPs[0], originPort)
 		},
 	},
 	{
-		Name: modeNginx,
-		Desc: "nginx reverse proxy in the LB namespace, 2 workers, 64 keep-alive upstream connections, HTTP/1.1 upstream",
+		Name:  modeNginx,
+		Ports: clientPorts(2),
+		Desc:  "nginx reverse proxy in the LB namespace, 2 workers, 64 keep-alive upstream connections, HTTP/1.1 upstream",
 		target: func(tb *testbed.Testbed) netip.AddrPort {
 			return netip.AddrPortFrom(tb.LBClientAddr, nginxPort)
 		},
 	},
 	{
-		Name: modeHAProxy,
-		Desc: "HAProxy in the LB namespace, mode http, 2 threads, http-reuse always",
+		Name:  modeHAProxy,
+		Ports: clientPorts(3),
+		Desc:  "HAProxy in the LB namespace, mode http, 2 threads, http-reuse always",
 		target: func(tb *testbed.Testbed) netip.AddrPort {
 			return netip.AddrPortFrom(tb.LBClientAddr, haproxyPort)
 		},
 	},
 }
 
-// Each mode gets its own slice of the client's ephemeral ports. The
-// origin keeps TIME_WAIT sockets of closed connections for 60s, and kernel
-// and rauta-l4 both reach it from the client's address: if one mode
-// reused the other's ports, its SYNs would hit those sockets with TCP
-// timestamps from another clock offset (Linux derives the offset from the
-// destination the client sees, the origin or the VIP), be rejected by PAWS
-// (TcpExtPAWSTimewait on the origin) and be retransmitted 1s later, which
-// would penalise whichever mode comes second.
-func init() {
-	per := (clientPortHigh - clientPortLow + 1) / len(allModes)
-	for i := range allModes {
-		lo := clientPortLow + i*per
-		allModes[i].Ports = [2]int{lo, lo + per - 1}
-	}
+// clientPorts is the i-th of the four equal slices of the client's
+// ephemeral ports, one per mode. The origin keeps TIME_WAIT sockets of
+// closed connections for 60s, and kernel and rauta-l4 both reach it from
+// the client's address: if one mode reused the other's ports, its SYNs
+// would hit those sockets with TCP timestamps from another clock offset
+// (Linux derives the offset from the destination the client sees, the
+// origin or the VIP), be rejected by PAWS (TcpExtPAWSTimewait on the
+// origin) and be retransmitted 1s later, which would penalise whichever
+// mode comes second.
+func clientPorts(i int) [2]int {
+	const per = (clientPortHigh - clientPortLow + 1) / 4
+	lo := clientPortLow + i*per
+	return [2]int{lo, lo + per - 1}
 }
 
 func modeNames(modes []mode) []string {

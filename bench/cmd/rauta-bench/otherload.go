@@ -85,12 +85,14 @@ func parseProcStat(stat string) (procTimes, bool) {
 }
 
 // otherTicks returns the CPU time, by process, that processes other than
-// self and its descendants, and other than kernel threads, used between
-// before and after. A process that started in between counts from zero.
+// self and its descendants used between before and after. Kernel threads
+// count (a kworker freeing someone's BPF maps takes CPU like a process
+// does), except ksoftirqd, which processes the bench's own packets. A
+// process that started in between counts from zero.
 func otherTicks(before, after procTable, self int) map[int]uint64 {
 	out := map[int]uint64{}
 	for pid, a := range after {
-		if pid == 2 || a.ppid == 2 || isDescendant(after, pid, self) {
+		if strings.HasPrefix(a.comm, "ksoftirqd/") || isDescendant(after, pid, self) {
 			continue
 		}
 		var base uint64
@@ -148,7 +150,12 @@ func (l otherLoad) share() (float64, string) {
 	procs := readProcTable()
 	byPID := otherTicks(l.procs, procs, os.Getpid())
 	var sum uint64
-	for _, v := range byPID {
+	for pid, v := range byPID {
+		// A parent that reaps a child gets the child's whole lifetime,
+		// maybe mostly before the run: no process counts for more than
+		// the run itself.
+		v = min(v, total)
+		byPID[pid] = v
 		sum += v
 	}
 	pids := slices.SortedFunc(maps.Keys(byPID), func(a, b int) int { return cmp.Compare(byPID[b], byPID[a]) })
@@ -156,5 +163,5 @@ func (l otherLoad) share() (float64, string) {
 	for _, pid := range pids[:min(3, len(pids))] {
 		top = append(top, fmt.Sprintf("%s[%d] %.0f%%", procs[pid].comm, pid, 100*float64(byPID[pid])/float64(total)))
 	}
-	return float64(sum) / float64(total), strings.Join(top, ", ")
+	return min(1, float64(sum)/float64(total)), strings.Join(top, ", ")
 }

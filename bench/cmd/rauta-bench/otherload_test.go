@@ -25,7 +25,8 @@ func TestOtherTicks(t *testing.T) {
 	before := procTable{
 		1:   {ppid: 0, start: 1, ticks: 1000}, // init
 		2:   {ppid: 0, start: 1, ticks: 5},    // kthreadd
-		30:  {ppid: 2, start: 2, ticks: 50},   // a kernel thread
+		30:  {ppid: 2, start: 2, ticks: 50},   // a kworker
+		31:  {comm: "ksoftirqd/0", ppid: 2, start: 2, ticks: 50},
 		100: {ppid: 1, start: 10, ticks: 200}, // the bench
 		101: {ppid: 100, start: 11, ticks: 10},
 		102: {ppid: 101, start: 12, ticks: 10},
@@ -33,18 +34,19 @@ func TestOtherTicks(t *testing.T) {
 		300: {ppid: 200, start: 30, ticks: 7}, // exits, pid reused below
 	}
 	after := procTable{
-		1:   {ppid: 0, start: 1, ticks: 1001},   // +1
-		2:   {ppid: 0, start: 1, ticks: 6},      // kernel: ignored
-		30:  {ppid: 2, start: 2, ticks: 90},     // kernel: ignored
-		100: {ppid: 1, start: 10, ticks: 900},   // ours: ignored
-		101: {ppid: 100, start: 11, ticks: 500}, // ours
-		102: {ppid: 101, start: 12, ticks: 400}, // ours (grandchild)
-		200: {ppid: 1, start: 20, ticks: 140},   // +100 (reaped a compiler)
-		300: {ppid: 200, start: 35, ticks: 25},  // new process on a reused pid: +25
-		400: {ppid: 200, start: 40, ticks: 3},   // new: +3
+		1:   {ppid: 0, start: 1, ticks: 1001},                    // +1
+		2:   {ppid: 0, start: 1, ticks: 6},                       // +1
+		30:  {ppid: 2, start: 2, ticks: 90},                      // +40
+		31:  {comm: "ksoftirqd/0", ppid: 2, start: 2, ticks: 90}, // the bench's packets: ignored
+		100: {ppid: 1, start: 10, ticks: 900},                    // ours: ignored
+		101: {ppid: 100, start: 11, ticks: 500},                  // ours
+		102: {ppid: 101, start: 12, ticks: 400},                  // ours (grandchild)
+		200: {ppid: 1, start: 20, ticks: 140},                    // +100 (reaped a compiler)
+		300: {ppid: 200, start: 35, ticks: 25},                   // new process on a reused pid: +25
+		400: {ppid: 200, start: 40, ticks: 3},                    // new: +3
 	}
 	got := otherTicks(before, after, self)
-	want := map[int]uint64{1: 1, 200: 100, 300: 25, 400: 3}
+	want := map[int]uint64{1: 1, 2: 1, 30: 40, 200: 100, 300: 25, 400: 3}
 	if !maps.Equal(got, want) {
 		t.Errorf("otherTicks = %v, want %v", got, want)
 	}

@@ -254,7 +254,7 @@ func (r *report) writeTable(b *strings.Builder) {
 		fmt.Fprintf(b, "- `%s` (%s, client ports %d-%d): %s\n", m.Name, r.URLs[m.Name], m.Ports[0], m.Ports[1], m.Desc)
 	}
 	b.WriteString("\nErrors are wrk's socket errors (connect/read/write/timeout) and non-2xx responses, summed over the recorded rounds. ")
-	b.WriteString("Each mode uses its own client port range: kernel and rauta-l4 reach the origin from the same client address, and a SYN reusing a port the other mode left in TIME_WAIT on the origin would be rejected by PAWS (different TCP timestamp offset) and retransmitted after 1s.\n\n")
+	b.WriteString("All connections come from one client address, so the client is tuned like a load generator: each mode uses its own client port range (kernel and rauta-l4 reach the origin from the same address, and a SYN reusing a port the other mode left in TIME_WAIT on the origin would be rejected by PAWS and resent after 1s), and `tcp_tw_reuse=1` (otherwise client TIME_WAIT exhausts the ports within seconds of `Connection: close` traffic).\n\n")
 }
 
 func (r *report) writeXDP(b *strings.Builder) {
