@@ -94,6 +94,10 @@ func (b *bench) measureMode(ctx context.Context, round int, m mode) error {
 	if m.Name == modeRauta {
 		return b.measureRauta(ctx, round, m)
 	}
+	if m.Name == modeRautaHTTP {
+		// measured inside measureRauta, on the same daemon
+		return nil
+	}
 	url := m.url(b.tb)
 	if err := httpCheck(ctx, b.tb.Client, url); err != nil {
 		return fmt.Errorf("check before measuring: %w", err)
@@ -127,6 +131,7 @@ func (b *bench) measureRauta(ctx context.Context, round int, m mode) (err error)
 		BPFFS:      bpffsDir(),
 		VIP:        m.target(tb).Addr(),
 		Port:       m.target(tb).Port(),
+		HTTPPort:   rautaHTTPPort,
 		Backend:    origin(tb),
 	}, b.opts.ProgStats, b.daemonLog)
 	if err != nil {
@@ -138,15 +143,32 @@ func (b *bench) measureRauta(ctx context.Context, round int, m mode) (err error)
 		b.log.Info("rauta daemon stopped; XDP detached")
 	}()
 
-	if err := b.checkRauta(ctx, d, m.url(tb)); err != nil {
-		return err
-	}
-	for _, st := range styles {
-		if err := b.measure(ctx, round, m, st, d.counters); err != nil {
+	for _, served := range b.rautaModes(m) {
+		if err := setSysctl(tb.Client, "net/ipv4/ip_local_port_range", fmt.Sprintf("%d %d", served.Ports[0], served.Ports[1])); err != nil {
 			return err
+		}
+		if err := b.checkRauta(ctx, d, served.url(tb)); err != nil {
+			return err
+		}
+		for _, st := range styles {
+			if err := b.measure(ctx, round, served, st, d.counters); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
+}
+
+// rautaModes are the modes one daemon run serves: rauta-l4, and rauta-http
+// when it was asked for.
+func (b *bench) rautaModes(l4 mode) []mode {
+	served := []mode{l4}
+	for _, m := range b.opts.Modes {
+		if m.Name == modeRautaHTTP {
+			served = append(served, m)
+		}
+	}
+	return served
 }
 
 // measure runs the warm-up and the recorded wrk run of one mode and style

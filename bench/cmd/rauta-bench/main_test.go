@@ -16,7 +16,7 @@ func TestParseFlagsDefaults(t *testing.T) {
 	if o.Load != want {
 		t.Errorf("defaults = %+v, want %+v", o.Load, want)
 	}
-	if got := modeNames(o.Modes); !slices.Equal(got, []string{"kernel", "rauta-l4", "nginx-proxy", "haproxy"}) {
+	if got := modeNames(o.Modes); !slices.Equal(got, []string{"kernel", "rauta-l4", "rauta-http", "nginx-proxy", "haproxy"}) {
 		t.Errorf("default modes = %v", got)
 	}
 }

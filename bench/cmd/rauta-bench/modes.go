@@ -10,17 +10,21 @@ import (
 
 // Mode names, as in the report and -modes.
 const (
-	modeKernel  = "kernel"
-	modeRauta   = "rauta-l4"
-	modeNginx   = "nginx-proxy"
-	modeHAProxy = "haproxy"
+	modeKernel = "kernel"
+	modeRauta  = "rauta-l4"
+	// The same daemon run serves both; rauta-http is the XDP HTTP fast
+	// path (SYN cookie, routing, splicing) on another port of the VIP.
+	modeRautaHTTP = "rauta-http"
+	modeNginx     = "nginx-proxy"
+	modeHAProxy   = "haproxy"
 )
 
 // Ports on the testbed.
 const (
-	originPort  = 80   // nginx origin in backend 1; also the rauta service port
-	nginxPort   = 8080 // nginx reverse proxy on the LB's client-side address
-	haproxyPort = 8081 // HAProxy on the LB's client-side address
+	originPort    = 80   // nginx origin in backend 1; also the rauta service port
+	nginxPort     = 8080 // nginx reverse proxy on the LB's client-side address
+	haproxyPort   = 8081 // HAProxy on the LB's client-side address
+	rautaHTTPPort = 8080 // rauta's HTTP service on the VIP
 )
 
 // Client ephemeral ports are split between the modes (clientPorts).
@@ -72,6 +76,14 @@ var allModes = []mode{
 		},
 	},
 	{
+		Name:  modeRautaHTTP,
+		Ports: clientPorts(4),
+		Desc:  "the VIP's HTTP service, served by rauta's XDP HTTP fast path (SYN cookies, route / → pool of the origin, connection spliced onto a backend connection by sequence translation); runs with rauta-l4's daemon",
+		target: func(tb *testbed.Testbed) netip.AddrPort {
+			return netip.AddrPortFrom(tb.VIPs[0], rautaHTTPPort)
+		},
+	},
+	{
 		Name:  modeNginx,
 		Ports: clientPorts(2),
 		Desc:  "nginx reverse proxy in the LB namespace, 2 workers, 64 keep-alive upstream connections, HTTP/1.1 upstream",
@@ -99,7 +111,7 @@ var allModes = []mode{
 // origin) and be retransmitted 1s later, which would penalise whichever
 // mode comes second.
 func clientPorts(i int) [2]int {
-	const per = (clientPortHigh - clientPortLow + 1) / 4
+	const per = (clientPortHigh - clientPortLow + 1) / 5
 	lo := clientPortLow + i*per
 	return [2]int{lo, lo + per - 1}
 }

@@ -30,6 +30,7 @@ type rautaConfig struct {
 	BPFFS      string
 	VIP        netip.Addr
 	Port       uint16
+	HTTPPort   uint16
 	Backend    netip.AddrPort
 }
 
@@ -43,6 +44,13 @@ services:
     port: {{.Port}}
     protocol: tcp
     pool: origin
+  - name: bench-http
+    vip: {{.VIP}}
+    port: {{.HTTPPort}}
+    protocol: http
+    routes:
+      - path: /
+        pool: origin
 pools:
   origin:
     backends:

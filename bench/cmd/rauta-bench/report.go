@@ -145,7 +145,12 @@ func median(v []float64) float64 {
 
 // ratio is a/b over the kernel baseline of the same style.
 func (r *report) ratio(modeName string, st style) (float64, bool) {
-	base, ok := summarize(r.Runs[runKey{modeKernel, st}])
+	return r.ratioTo(modeName, modeKernel, st)
+}
+
+// ratioTo is mode's median req/s over base's, in one style.
+func (r *report) ratioTo(modeName, baseName string, st style) (float64, bool) {
+	base, ok := summarize(r.Runs[runKey{baseName, st}])
 	if !ok || base.ReqPerSec == 0 {
 		return 0, false
 	}
@@ -154,6 +159,33 @@ func (r *report) ratio(modeName string, st style) (float64, bool) {
 		return 0, false
 	}
 	return s.ReqPerSec / base.ReqPerSec, true
+}
+
+// httpTargets are the HTTP fast path's goals: rauta-http over a peer, in
+// a style, at least so much.
+var httpTargets = []struct {
+	base  string
+	style style
+	min   float64
+}{
+	{modeNginx, keepAlive, 1.5},
+	{modeHAProxy, keepAlive, 1.5},
+	{modeKernel, keepAlive, 0.9},
+	{modeKernel, connClose, 0.85},
+}
+
+func (r *report) writeHTTPTargets(b *strings.Builder) {
+	for _, t := range httpTargets {
+		v, ok := r.ratioTo(modeRautaHTTP, t.base, t.style)
+		if !ok {
+			continue
+		}
+		verdict := "met"
+		if v < t.min {
+			verdict = "NOT met"
+		}
+		fmt.Fprintf(b, "**rauta-http %s req/s / %s = %.2f (target ≥ %.2f)**: %s\n\n", t.style, t.base, v, t.min, verdict)
+	}
 }
 
 func (r *report) write(w io.Writer) error {
@@ -248,6 +280,7 @@ func (r *report) writeTable(b *strings.Builder) {
 	} else {
 		fmt.Fprintf(b, "**rauta-l4 keep-alive req/s / kernel = n/a (target ≥ %.2f)**: not measured\n\n", targetRatio)
 	}
+	r.writeHTTPTargets(b)
 	fmt.Fprintf(b, "*Other load* is the share of the machine's CPU time that processes outside the bench (someone's compile, tests) used during the run. Runs above %.0f%% are marked `*` and left out of the medians, unless every round of that row is. The ratio compares such medians.\n\n", 100*otherLoadLimit)
 	b.WriteString("Modes, all to the same origin (nginx, 1 worker, in backend namespace 1):\n\n")
 	for _, m := range r.Modes {
