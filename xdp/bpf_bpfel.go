@@ -75,11 +75,12 @@ type bpfFlow struct {
 	ClientWindow  uint16
 	Reason        uint16
 	PoolId        uint32
+	SndNxt        uint32
 	NhIfindex     uint32
 	NhLen         uint16
 	NhDmac        [6]uint8
 	NhSmac        [6]uint8
-	_             [2]byte
+	_             [6]byte
 }
 
 type bpfFlowDirection uint32

@@ -138,6 +138,7 @@ static long http_parse_byte(__u64 index, void *ctx)
 			return slow(p, SLOW_TARGET_FORM);
 		s->key.path[0] = '/';
 		p->path_len = 1;
+		p->prev = '/'; /* so that a leading "//" is seen too */
 		p->state = HP_PATH;
 		return 0;
 	case HP_PATH:

@@ -417,6 +417,17 @@ static __always_inline int http_later_request(struct xdp_md *ctx, struct packet 
 	if (!be)
 		goto reset;
 
+	/* Rebind only once the client has acknowledged all the old backend
+	 * sent: the new backend's bytes continue at the client's ack. A
+	 * pipelined request is held (dropped) until then; the client sends it
+	 * again. */
+	peer_key(&pkt->key, f, &old_reverse);
+	old = bpf_map_lookup_elem(&flows, &old_reverse);
+	if (old && old->snd_nxt && bpf_ntohl(tcp->ack_seq) != old->snd_nxt) {
+		count(service_id, COUNTER_DROP_HTTP_STATE, 1);
+		return 1;
+	}
+
 	st = bpf_map_lookup_elem(&stash_scratch, &zero);
 	if (!st)
 		return 1;
@@ -433,8 +444,6 @@ static __always_inline int http_later_request(struct xdp_md *ctx, struct packet 
 		goto reset;
 
 	/* The old backend's entry stays, orphaned, to reset it. */
-	peer_key(&pkt->key, f, &old_reverse);
-	old = bpf_map_lookup_elem(&flows, &old_reverse);
 	if (old)
 		old->splice = SPLICE_ORPHAN;
 
@@ -526,10 +535,7 @@ static __always_inline int http_to_backend(struct xdp_md *ctx, struct packet *pk
 			return verdict;
 	}
 	refreshed = touch(f);
-	if (tcp->rst) {
-		/* forward the RST, then forget the connection */
-		f->state = FLOW_CLOSED;
-	}
+	/* an RST or FIN marks both entries; the RST itself is forwarded */
 	track_teardown(pkt, f);
 	if (tcp->ack)
 		seq_add(&tcp->ack_seq, -f->seq_delta, &tcp->check);
@@ -648,9 +654,7 @@ static __always_inline int http_to_client(struct xdp_md *ctx, struct packet *pkt
 
 	if (!tcp)
 		return XDP_DROP;
-	count(f->service_id, COUNTER_RX_PACKETS, 1);
-	count(f->service_id, COUNTER_RX_BYTES, pkt->data_end - pkt->data);
-	if (ttl_expired(pkt, f->service_id))
+	if (!accept_packet(pkt, f->service_id))
 		return XDP_DROP;
 	if (f->splice == SPLICE_ORPHAN) {
 		/* The connection moved to another backend: end this one. */
@@ -686,12 +690,14 @@ static __always_inline int http_to_client(struct xdp_md *ctx, struct packet *pkt
 			 * at the sequence number it expects from the LB. */
 			__be32 old = tcp->seq;
 
+			__u32 service_id = f->service_id;
+
 			tcp->seq = bpf_htonl(f->lb_isn + 1);
 			tcp->check = csum_replace4(tcp->check, old, tcp->seq);
 			if (nat_source(pkt, f->nat_addr, f->nat_port))
 				return XDP_DROP;
-			drop_splice(pkt, f);
-			return forward(ctx, pkt, f->service_id);
+			drop_splice(pkt, f); /* f is gone after this */
+			return forward(ctx, pkt, service_id);
 		}
 		count(f->service_id, COUNTER_DROP_HTTP_STATE, 1);
 		return XDP_DROP;
@@ -709,6 +715,12 @@ static __always_inline int http_to_client(struct xdp_md *ctx, struct packet *pkt
 	}
 	track_teardown(pkt, f);
 	seq_add(&tcp->seq, f->seq_delta, &tcp->check);
+	{
+		__u32 end = bpf_ntohl(tcp->seq) + payload_len(pkt) + tcp->fin;
+
+		if ((__s32)(end - f->snd_nxt) > 0 || f->snd_nxt == 0)
+			f->snd_nxt = end;
+	}
 	/* The client reads this window with the scale the LB announced. */
 	if (f->client_wscale <= 14 && f->backend_wscale != LB_WSCALE) {
 		old_window = tcp->window;
@@ -740,9 +752,7 @@ static __always_inline int to_http_service(struct xdp_md *ctx, struct packet *pk
 		count(svc->id, COUNTER_PASS_NOT_SERVICE, 1);
 		return XDP_PASS;
 	}
-	count(svc->id, COUNTER_RX_PACKETS, 1);
-	count(svc->id, COUNTER_RX_BYTES, pkt->data_end - pkt->data);
-	if (ttl_expired(pkt, svc->id))
+	if (!accept_packet(pkt, svc->id))
 		return XDP_DROP;
 	if (is_vip(pkt->key.saddr)) {
 		count(svc->id, COUNTER_DROP_SPOOFED_VIP, 1);
@@ -750,9 +760,13 @@ static __always_inline int to_http_service(struct xdp_md *ctx, struct packet *pk
 	}
 
 	if (tcp->syn && !tcp->ack) {
-		/* A SYN reusing the tuple of a finished connection starts anew. */
+		/* A SYN on the tuple of a known connection is a new connection:
+		 * the old one finished, or ended unseen (a NAT reused the port,
+		 * the client crashed, the kernel reset a slow-path one). Flows
+		 * dispatched here never see a SYN of their own after the LB's
+		 * SYN-ACK. */
 		f = bpf_map_lookup_elem(&flows, &pkt->key);
-		if (f && f->direction == FLOW_TO_BACKEND && f->state != FLOW_OPEN)
+		if (f && f->direction == FLOW_TO_BACKEND)
 			drop_splice(pkt, f);
 		parse_syn_options(ctx, pkt, &o);
 		/* SACK is not offered: see write_backend_syn. */
@@ -779,9 +793,7 @@ static __always_inline int http_from_client(struct xdp_md *ctx, struct packet *p
 {
 	if (!pkt->tcp)
 		return XDP_DROP;
-	count(f->service_id, COUNTER_RX_PACKETS, 1);
-	count(f->service_id, COUNTER_RX_BYTES, pkt->data_end - pkt->data);
-	if (ttl_expired(pkt, f->service_id))
+	if (!accept_packet(pkt, f->service_id))
 		return XDP_DROP;
 	return http_to_backend(ctx, pkt, f);
 }

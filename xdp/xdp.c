@@ -337,14 +337,21 @@ static __always_inline int ttl_expired(struct packet *pkt, __u32 service_id)
 	return 1;
 }
 
+/* Counts a packet of a service and says whether it may go on: one that
+ * would leave with TTL 0 is dropped before anything is translated. */
+static __always_inline int accept_packet(struct packet *pkt, __u32 service_id)
+{
+	count(service_id, COUNTER_RX_PACKETS, 1);
+	count(service_id, COUNTER_RX_BYTES, pkt->data_end - pkt->data);
+	return !ttl_expired(pkt, service_id);
+}
+
 /* client -> backend on an L4 flow the flow table knows. */
 static __always_inline int to_backend(struct xdp_md *ctx, struct packet *pkt, struct flow *f)
 {
 	int refreshed;
 
-	count(f->service_id, COUNTER_RX_PACKETS, 1);
-	count(f->service_id, COUNTER_RX_BYTES, pkt->data_end - pkt->data);
-	if (ttl_expired(pkt, f->service_id))
+	if (!accept_packet(pkt, f->service_id))
 		return XDP_DROP;
 	refreshed = touch(f);
 	track_teardown(pkt, f);
@@ -361,9 +368,7 @@ static __always_inline int to_service(struct xdp_md *ctx, struct packet *pkt,
 {
 	struct flow fresh = {};
 
-	count(svc->id, COUNTER_RX_PACKETS, 1);
-	count(svc->id, COUNTER_RX_BYTES, pkt->data_end - pkt->data);
-	if (ttl_expired(pkt, svc->id))
+	if (!accept_packet(pkt, svc->id))
 		return XDP_DROP;
 
 	/* Only the LB speaks from a VIP. A flow opened from one would turn the
@@ -389,9 +394,7 @@ static __always_inline int to_client(struct xdp_md *ctx, struct packet *pkt, str
 {
 	int refreshed;
 
-	count(f->service_id, COUNTER_RX_PACKETS, 1);
-	count(f->service_id, COUNTER_RX_BYTES, pkt->data_end - pkt->data);
-	if (ttl_expired(pkt, f->service_id))
+	if (!accept_packet(pkt, f->service_id))
 		return XDP_DROP;
 	refreshed = touch(f);
 	track_teardown(pkt, f);

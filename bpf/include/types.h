@@ -137,6 +137,9 @@ struct flow {
 	__u16 client_window; /* raw window of the client's first segment */
 	__u16 reason;        /* enum slowpath_reason, for SPLICE_SLOWPATH */
 	__u32 pool_id;       /* the pool the connection's current request routed to */
+	/* reverse entries: the LB's next sequence number towards the client,
+	 * i.e. how far the backend's response has been sent */
+	__u32 snd_nxt;
 	/* The next hop, cached from bpf_fib_lookup (which is half the cost of
 	 * an established packet) and looked up again with each refresh of
 	 * last_seen_ns, once a second. Valid for packets of up to nh_len bytes,
