@@ -384,7 +384,6 @@ func TestHTTPSlowPath(t *testing.T) {
 	}
 }
 
-
 // reqOfLen is a request to /a/ of exactly n bytes (n >= 64).
 func reqOfLen(n int) []byte {
 	head := "GET /a/len HTTP/1.1\r\nHost: x.test\r\nX-Pad: "
