@@ -3,9 +3,10 @@
 
 #include "types.h"
 
-/* flow_hash picks the Maglev slot of a new flow. It must stay in step with
- * the Go implementation (maglev.FlowHash) that the slow path uses, and a test
- * runs both on the same tuples. The finaliser is murmur3's fmix64. */
+/* flow_hash picks the Maglev slot of a new flow. The program tests carry a
+ * Go copy (flowHash in xdp/env_test.go) and check thousands of the
+ * program's choices against it; the slow path will need it in a package of
+ * its own. The finaliser is murmur3's fmix64. */
 static __always_inline __u32 flow_hash(const struct flow_key *k)
 {
 	__u64 h = ((__u64)k->saddr << 32) | k->daddr;
