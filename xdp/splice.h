@@ -48,6 +48,30 @@ struct {
 	__type(value, struct stash);
 } stash_scratch SEC(".maps");
 
+/* Keeps the len (1..STASH_MAX) payload bytes at off until the backend's
+ * SYN-ACK, keyed by the client's flow. Fails when the stash is full. */
+static __always_inline int stash_request(struct xdp_md *ctx, const struct packet *pkt, __u32 off,
+					 __u32 len)
+{
+	__u32 zero = 0;
+	struct stash *st = bpf_map_lookup_elem(&stash_scratch, &zero);
+
+	if (!st)
+		return -1;
+	/* 1..STASH_MAX in a form the verifier keeps */
+	len = ((len - 1) & 0x7ff) + 1;
+	if (len > STASH_MAX)
+		return -1;
+	if (bpf_xdp_load_bytes(ctx, off, st->data, len))
+		return -1;
+	st->len = len;
+	/* zero padding, so a checksum over whole words covers only the request */
+	st->data[len & 0x7ff] = 0;
+	st->data[(len + 1) & 0x7ff] = 0;
+	st->data[(len + 2) & 0x7ff] = 0;
+	return bpf_map_update_elem(&stash, &pkt->key, st, BPF_ANY) ? -1 : 0;
+}
+
 static __always_inline void count_slowpath(__u32 service_id, __u32 reason)
 {
 	__u32 key = service_id * SLOW_MAX + (reason < SLOW_MAX ? reason : SLOW_NOT_HTTP);
@@ -183,7 +207,6 @@ static __always_inline int http_first_segment(struct xdp_md *ctx, struct packet 
 	struct flow f = {}, back = {};
 	struct flow_key reverse = {};
 	struct http_scratch *s;
-	struct stash *st;
 	struct route *r;
 	const struct backend *be;
 	__u32 zero = 0, isn, cookie, len, off, method = 0, reason, backend_id;
@@ -232,20 +255,7 @@ static __always_inline int http_first_segment(struct xdp_md *ctx, struct packet 
 		goto no_backend;
 
 	/* Stash the request until the backend's SYN-ACK. */
-	st = bpf_map_lookup_elem(&stash_scratch, &zero);
-	if (!st)
-		return XDP_DROP;
-	/* 1..STASH_MAX in a form the verifier keeps */
-	len = ((len - 1) & 0x7ff) + 1;
-	if (len > STASH_MAX)
-		return XDP_DROP;
-	if (bpf_xdp_load_bytes(ctx, off, st->data, len))
-		return XDP_DROP;
-	st->len = len;
-	st->data[len & 0x7ff] = 0;
-	st->data[(len + 1) & 0x7ff] = 0;
-	st->data[(len + 2) & 0x7ff] = 0;
-	if (bpf_map_update_elem(&stash, &pkt->key, st, BPF_ANY))
+	if (stash_request(ctx, pkt, off, len))
 		return to_slowpath(pkt, svc, &f, SLOW_STASH_FULL);
 
 	f.nat_addr = be->addr;
@@ -387,7 +397,6 @@ static __always_inline int http_later_request(struct xdp_md *ctx, struct packet 
 	struct flow_key old_reverse, reverse = {};
 	struct flow *old;
 	struct http_scratch *s;
-	struct stash *st;
 	struct route *r;
 	const struct backend *be;
 	__u32 zero = 0, method = 0, reason, len, off, backend_id;
@@ -428,19 +437,7 @@ static __always_inline int http_later_request(struct xdp_md *ctx, struct packet 
 		return 1;
 	}
 
-	st = bpf_map_lookup_elem(&stash_scratch, &zero);
-	if (!st)
-		return 1;
-	len = ((len - 1) & 0x7ff) + 1;
-	if (len > STASH_MAX)
-		return 1;
-	if (bpf_xdp_load_bytes(ctx, off, st->data, len))
-		return 1;
-	st->len = len;
-	st->data[len & 0x7ff] = 0;
-	st->data[(len + 1) & 0x7ff] = 0;
-	st->data[(len + 2) & 0x7ff] = 0;
-	if (bpf_map_update_elem(&stash, &pkt->key, st, BPF_ANY))
+	if (stash_request(ctx, pkt, off, len))
 		goto reset;
 
 	/* The old backend's entry stays, orphaned, to reset it. */
