@@ -482,6 +482,16 @@ static __always_inline int handle_icmp(struct xdp_md *ctx, struct packet *pkt)
 		old_port = inner_l4->source;
 		inner_l4->source = f->nat_port;
 		icmp->checksum = csum_replace2(icmp->checksum, old_port, f->nat_port);
+		/* A spliced flow's quoted sequence number is in the LB's space;
+		 * the backend only accepts an error about its own. It sits in
+		 * the 8 quoted bytes, where UDP has its length and checksum. */
+		if (f->splice != SPLICE_NONE && inner->protocol == IPPROTO_TCP) {
+			__be32 *seq = (__be32 *)((void *)inner_l4 + 4);
+			__be32 old_seq = *seq;
+
+			*seq = bpf_htonl(bpf_ntohl(old_seq) - f->seq_delta);
+			icmp->checksum = csum_replace4(icmp->checksum, old_seq, *seq);
+		}
 		rewrite_addr(pkt->ip, &pkt->ip->daddr, f->nat_addr, NULL, 0);
 	} else {
 		/* Backend side: the quote is client -> backend:bport; the
