@@ -204,8 +204,7 @@ static __always_inline int http_first_segment(struct xdp_md *ctx, struct packet 
 {
 	struct tcphdr *tcp = pkt->tcp;
 	struct syn_options o;
-	struct flow f = {}, back = {};
-	struct flow_key reverse = {};
+	struct flow f = {};
 	struct http_scratch *s;
 	struct route *r;
 	const struct backend *be;
@@ -268,16 +267,7 @@ static __always_inline int http_first_segment(struct xdp_md *ctx, struct packet 
 	f.stash_pending = 1;
 	f.stash_len = len;
 	f.last_seen_ns = bpf_ktime_get_coarse_ns();
-	back = f;
-	back.nat_addr = pkt->key.daddr;
-	back.nat_port = pkt->key.dport;
-	back.direction = FLOW_TO_CLIENT;
-	reverse.saddr = be->addr;
-	reverse.sport = be->port;
-	reverse.daddr = pkt->key.saddr;
-	reverse.dport = pkt->key.sport;
-	reverse.proto = IPPROTO_TCP;
-	bpf_map_update_elem(&flows, &reverse, &back, BPF_ANY);
+	record_reverse(&pkt->key, &f);
 	bpf_map_update_elem(&flows, &pkt->key, &f, BPF_ANY);
 
 	if (write_backend_syn(ctx, pkt, &f))
@@ -328,8 +318,6 @@ static __always_inline int reset_back(struct xdp_md *ctx, const struct packet *p
 				      __be16 sport, __be32 daddr, __be16 dport, __u32 seq)
 {
 	struct rst_frame out = {};
-	struct pseudo_header ph = {};
-	__s64 sum;
 
 	__builtin_memcpy(out.eth.h_dest, pkt->eth->h_source, ETH_ALEN);
 	__builtin_memcpy(out.eth.h_source, pkt->eth->h_dest, ETH_ALEN);
@@ -346,14 +334,7 @@ static __always_inline int reset_back(struct xdp_md *ctx, const struct packet *p
 	out.tcp.seq = bpf_htonl(seq);
 	out.tcp.doff = 5;
 	out.tcp.rst = 1;
-	out.ip.check = csum_fold32(bpf_csum_diff(NULL, 0, (__be32 *)&out.ip, sizeof(out.ip), 0));
-	ph.saddr = saddr;
-	ph.daddr = daddr;
-	ph.proto = IPPROTO_TCP;
-	ph.len = bpf_htons(sizeof(out.tcp));
-	sum = bpf_csum_diff(NULL, 0, (__be32 *)&ph, sizeof(ph), 0);
-	sum = bpf_csum_diff(NULL, 0, (__be32 *)&out.tcp, sizeof(out.tcp), sum);
-	out.tcp.check = csum_fold32(sum);
+	tcp_frame_checksums(&out.ip, &out.tcp, sizeof(out.tcp), sizeof(out.tcp), 0);
 	if (write_frame(ctx, &out, sizeof(out) - FRAME_PAD, sizeof(out) - FRAME_PAD))
 		return XDP_DROP;
 	return send_back(ctx);
@@ -394,7 +375,7 @@ static __always_inline int http_later_request(struct xdp_md *ctx, struct packet 
 					      __u32 service_id, struct flow *f, int *verdict)
 {
 	struct tcphdr *tcp = pkt->tcp;
-	struct flow_key old_reverse, reverse = {};
+	struct flow_key old_reverse;
 	struct flow *old;
 	struct http_scratch *s;
 	struct route *r;
@@ -455,19 +436,7 @@ static __always_inline int http_later_request(struct xdp_md *ctx, struct packet 
 	f->stash_pending = 1;
 	f->stash_len = len;
 
-	reverse.saddr = be->addr;
-	reverse.sport = be->port;
-	reverse.daddr = pkt->key.saddr;
-	reverse.dport = pkt->key.sport;
-	reverse.proto = IPPROTO_TCP;
-	{
-		struct flow back = *f;
-
-		back.nat_addr = pkt->key.daddr;
-		back.nat_port = pkt->key.dport;
-		back.direction = FLOW_TO_CLIENT;
-		bpf_map_update_elem(&flows, &reverse, &back, BPF_ANY);
-	}
+	record_reverse(&pkt->key, f);
 	if (write_backend_syn(ctx, pkt, f))
 		return 1;
 	count(service_id, COUNTER_REBINDS, 1);
@@ -556,9 +525,7 @@ static __always_inline int http_backend_synack(struct xdp_md *ctx, struct packet
 		struct iphdr ip;
 		struct tcphdr tcp;
 	} out = {};
-	struct pseudo_header ph = {};
 	__u32 s = bpf_ntohl(tcp->seq), len;
-	__s64 sum;
 
 	parse_syn_options(ctx, pkt, &o);
 	client_key.saddr = pkt->key.daddr;
@@ -604,15 +571,8 @@ static __always_inline int http_backend_synack(struct xdp_md *ctx, struct packet
 	out.tcp.ack = 1;
 	out.tcp.psh = 1;
 	out.tcp.window = bpf_htons(f->client_window);
-	out.ip.check = csum_fold32(bpf_csum_diff(NULL, 0, (__be32 *)&out.ip, sizeof(out.ip), 0));
-	ph.saddr = out.ip.saddr;
-	ph.daddr = out.ip.daddr;
-	ph.proto = IPPROTO_TCP;
-	ph.len = bpf_htons(sizeof(out.tcp) + len);
-	sum = bpf_csum_diff(NULL, 0, (__be32 *)&ph, sizeof(ph), 0);
-	sum = bpf_csum_diff(NULL, 0, (__be32 *)&out.tcp, sizeof(out.tcp), sum);
-	sum = bpf_csum_diff(NULL, 0, (__be32 *)st->data, (len + 3) & 0x7fc, sum);
-	out.tcp.check = csum_fold32(sum);
+	tcp_frame_checksums(&out.ip, &out.tcp, sizeof(out.tcp), sizeof(out.tcp) + len,
+			    bpf_csum_diff(NULL, 0, (__be32 *)st->data, (len + 3) & 0x7fc, 0));
 
 	if (write_frame(ctx, &out, sizeof(out) - FRAME_PAD, sizeof(out) - FRAME_PAD + len) == 0) {
 		if (bpf_xdp_store_bytes(ctx, sizeof(out) - FRAME_PAD, st->data, len))
@@ -626,14 +586,8 @@ static __always_inline int http_backend_synack(struct xdp_md *ctx, struct packet
 	 * acknowledged, so its retransmission carries it, translated like any
 	 * established segment — slower (one retransmission timeout), not lost. */
 	out.ip.tot_len = bpf_htons(sizeof(out.ip) + sizeof(out.tcp));
-	out.ip.check = 0;
-	out.ip.check = csum_fold32(bpf_csum_diff(NULL, 0, (__be32 *)&out.ip, sizeof(out.ip), 0));
 	out.tcp.psh = 0;
-	out.tcp.check = 0;
-	ph.len = bpf_htons(sizeof(out.tcp));
-	sum = bpf_csum_diff(NULL, 0, (__be32 *)&ph, sizeof(ph), 0);
-	sum = bpf_csum_diff(NULL, 0, (__be32 *)&out.tcp, sizeof(out.tcp), sum);
-	out.tcp.check = csum_fold32(sum);
+	tcp_frame_checksums(&out.ip, &out.tcp, sizeof(out.tcp), sizeof(out.tcp), 0);
 	if (write_frame(ctx, &out, sizeof(out) - FRAME_PAD, sizeof(out) - FRAME_PAD))
 		return XDP_DROP;
 	count(f->service_id, COUNTER_SPLICED_NO_ROOM, 1);
@@ -737,11 +691,10 @@ static __always_inline int http_to_client(struct xdp_md *ctx, struct packet *pkt
 
 /* Every TCP packet to an HTTP service. */
 static __always_inline int to_http_service(struct xdp_md *ctx, struct packet *pkt,
-					   const struct service *svc)
+					   const struct service *svc, struct flow *f)
 {
 	struct tcphdr *tcp = pkt->tcp;
 	struct syn_options o;
-	struct flow *f;
 	__u32 cookie;
 	int ok;
 
@@ -762,7 +715,6 @@ static __always_inline int to_http_service(struct xdp_md *ctx, struct packet *pk
 		 * the client crashed, the kernel reset a slow-path one). Flows
 		 * dispatched here never see a SYN of their own after the LB's
 		 * SYN-ACK. */
-		f = bpf_map_lookup_elem(&flows, &pkt->key);
 		if (f && f->direction == FLOW_TO_BACKEND)
 			drop_splice(pkt, f);
 		parse_syn_options(ctx, pkt, &o);

@@ -234,6 +234,20 @@ static __always_inline void peer_key(const struct flow_key *key, const struct fl
 	}
 }
 
+/* Records the backend -> client entry mirroring forward entry f of the
+ * connection whose client -> VIP key is key. */
+static __always_inline void record_reverse(const struct flow_key *key, const struct flow *f)
+{
+	struct flow_key reverse;
+	struct flow back = *f;
+
+	peer_key(key, f, &reverse);
+	back.nat_addr = key->daddr;
+	back.nat_port = key->dport;
+	back.direction = FLOW_TO_CLIENT;
+	bpf_map_update_elem(&flows, &reverse, &back, BPF_ANY);
+}
+
 /* FIN and RST end a connection: mark both entries so the Go GC can remove
  * them after the short closed timeout rather than the idle one. */
 static __always_inline void track_teardown(struct packet *pkt, struct flow *f)
@@ -272,8 +286,6 @@ static __always_inline int touch(struct flow *f)
 static __always_inline const struct backend *new_flow(struct packet *pkt, const struct service *svc,
 						      struct flow *f)
 {
-	struct flow_key reverse = {};
-	struct flow back = {};
 	const struct backend *be;
 	__u32 slot = svc->table_slot;
 	__u32 index, *backend_id;
@@ -305,23 +317,9 @@ static __always_inline const struct backend *new_flow(struct packet *pkt, const 
 	f->backend_id = *backend_id;
 	f->last_seen_ns = bpf_ktime_get_coarse_ns();
 
-	reverse.saddr = be->addr;
-	reverse.sport = be->port;
-	reverse.daddr = pkt->key.saddr;
-	reverse.dport = pkt->key.sport;
-	reverse.proto = pkt->key.proto;
-	back.nat_addr = pkt->key.daddr;
-	back.nat_port = pkt->key.dport;
-	back.direction = FLOW_TO_CLIENT;
-	back.state = f->state;
-	back.service_id = svc->id;
-	back.backend_id = *backend_id;
-	back.last_seen_ns = f->last_seen_ns;
-
 	/* Reverse first: a reply can never find a forward entry without its
-	 * way back. Failing to insert (map full of non-LRU entries cannot
-	 * happen with LRU) would only cost this packet's flow pinning. */
-	bpf_map_update_elem(&flows, &reverse, &back, BPF_ANY);
+	 * way back. */
+	record_reverse(&pkt->key, f);
 	bpf_map_update_elem(&flows, &pkt->key, f, BPF_ANY);
 	return be;
 }
@@ -346,16 +344,22 @@ static __always_inline int accept_packet(struct packet *pkt, __u32 service_id)
 	return !ttl_expired(pkt, service_id);
 }
 
-/* client -> backend on an L4 flow the flow table knows. */
-static __always_inline int to_backend(struct xdp_md *ctx, struct packet *pkt, struct flow *f)
+/* A packet of an L4 connection the flow table knows, either direction:
+ * client -> backend gets its destination translated, backend -> client its
+ * source. */
+static __always_inline int established(struct xdp_md *ctx, struct packet *pkt, struct flow *f)
 {
-	int refreshed;
+	int refreshed, bad;
 
 	if (!accept_packet(pkt, f->service_id))
 		return XDP_DROP;
 	refreshed = touch(f);
 	track_teardown(pkt, f);
-	if (nat_destination(pkt, f->nat_addr, f->nat_port)) {
+	if (f->direction == FLOW_TO_BACKEND)
+		bad = nat_destination(pkt, f->nat_addr, f->nat_port);
+	else
+		bad = nat_source(pkt, f->nat_addr, f->nat_port);
+	if (bad) {
 		count(f->service_id, COUNTER_DROP_MALFORMED, 1);
 		return XDP_DROP;
 	}
@@ -388,21 +392,6 @@ static __always_inline int to_service(struct xdp_md *ctx, struct packet *pkt,
 malformed:
 	count(svc->id, COUNTER_DROP_MALFORMED, 1);
 	return XDP_DROP;
-}
-
-static __always_inline int to_client(struct xdp_md *ctx, struct packet *pkt, struct flow *f)
-{
-	int refreshed;
-
-	if (!accept_packet(pkt, f->service_id))
-		return XDP_DROP;
-	refreshed = touch(f);
-	track_teardown(pkt, f);
-	if (nat_source(pkt, f->nat_addr, f->nat_port)) {
-		count(f->service_id, COUNTER_DROP_MALFORMED, 1);
-		return XDP_DROP;
-	}
-	return forward_flow(ctx, pkt, f->service_id, f, refreshed);
 }
 
 /* ICMP errors quote the IP header and first 8 bytes of the packet they are
@@ -573,15 +562,15 @@ int rauta_xdp(struct xdp_md *ctx)
 		if (f->direction == FLOW_TO_CLIENT) {
 			if (f->splice != SPLICE_NONE)
 				return http_to_client(ctx, &pkt, f);
-			return to_client(ctx, &pkt, f);
+			return established(ctx, &pkt, f);
 		}
 		if (!is_tcp_syn(&pkt)) {
 			if (f->splice != SPLICE_NONE)
 				return http_from_client(ctx, &pkt, f);
-			return to_backend(ctx, &pkt, f);
+			return established(ctx, &pkt, f);
 		}
 		if (f->splice == SPLICE_NONE && f->state == FLOW_OPEN)
-			return to_backend(ctx, &pkt, f); /* a retransmitted SYN */
+			return established(ctx, &pkt, f); /* a retransmitted SYN */
 	}
 
 	skey.vip = pkt.key.daddr;
@@ -590,7 +579,7 @@ int rauta_xdp(struct xdp_md *ctx)
 	svc = bpf_map_lookup_elem(&services, &skey);
 	if (svc) {
 		if (svc->flags & SERVICE_HTTP)
-			return to_http_service(ctx, &pkt, svc);
+			return to_http_service(ctx, &pkt, svc, f);
 		return to_service(ctx, &pkt, svc);
 	}
 

@@ -150,23 +150,35 @@ static __always_inline void syn_frame_options(struct syn_frame *f, __u16 mss, __
 	f->opts[11] = wscale <= 14 ? wscale : TCPOPT_NOP;
 }
 
-/* Fills in both checksums of a syn_frame whose other fields are final. */
-static __always_inline void syn_frame_checksums(struct syn_frame *f)
+/* Fills in the IP header checksum and the TCP checksum of headers the LB
+ * wrote itself: the TCP header (options included) is hdr_len bytes, the
+ * segment tcp_len bytes, and payload_sum the bpf_csum_diff sum of whatever
+ * follows the header (0 for none). */
+static __always_inline void tcp_frame_checksums(struct iphdr *ip, struct tcphdr *tcp, __u32 hdr_len,
+						__u32 tcp_len, __s64 payload_sum)
 {
 	struct pseudo_header ph = {
-		.saddr = f->ip.saddr,
-		.daddr = f->ip.daddr,
+		.saddr = ip->saddr,
+		.daddr = ip->daddr,
 		.proto = IPPROTO_TCP,
-		.len = bpf_htons(sizeof(f->tcp) + sizeof(f->opts)),
+		.len = bpf_htons(tcp_len),
 	};
 	__s64 sum;
 
-	f->ip.check = 0;
-	f->ip.check = csum_fold32(bpf_csum_diff(NULL, 0, (__be32 *)&f->ip, sizeof(f->ip), 0));
-	f->tcp.check = 0;
-	sum = bpf_csum_diff(NULL, 0, (__be32 *)&ph, sizeof(ph), 0);
-	sum = bpf_csum_diff(NULL, 0, (__be32 *)&f->tcp, sizeof(f->tcp) + sizeof(f->opts), sum);
-	f->tcp.check = csum_fold32(sum);
+	ip->check = 0;
+	ip->check = csum_fold32(bpf_csum_diff(NULL, 0, (__be32 *)ip, sizeof(*ip), 0));
+	tcp->check = 0;
+	sum = bpf_csum_diff(NULL, 0, (__be32 *)&ph, sizeof(ph), payload_sum);
+	sum = bpf_csum_diff(NULL, 0, (__be32 *)tcp, hdr_len, sum);
+	tcp->check = csum_fold32(sum);
+}
+
+/* Fills in both checksums of a syn_frame whose other fields are final. */
+static __always_inline void syn_frame_checksums(struct syn_frame *f)
+{
+	__u32 len = sizeof(f->tcp) + sizeof(f->opts);
+
+	tcp_frame_checksums(&f->ip, &f->tcp, len, len, 0);
 }
 
 /* Resizes the frame to total bytes and writes the hdr_len bytes at frame
