@@ -16,6 +16,15 @@
 
 #define FLOW_REFRESH_NS 1000000000ULL
 
+/* The MSS the LB announces, and the window of its SYN-ACK: one segment, so
+ * the client sends its first request in one packet and then waits for the
+ * backend to open the window. */
+#define LB_MSS 1460
+/* The window scale the LB announces. Backend windows are rescaled to it,
+ * and the kernel socket a slow-path connection gets is told it (tc/);
+ * 7 is what Linux picks for its default buffer sizes. */
+#define LB_WSCALE 7
+
 #define IP_MF 0x2000
 #define IP_OFFSET 0x1fff
 

@@ -12,6 +12,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
+#include "constants.h"
 #include "parse.h"
 #include "syncookie.h"
 
@@ -23,13 +24,6 @@
 #define TCPOPT_SACK_PERM 4
 #define TCPOPT_SACK 5
 
-/* The MSS the LB announces, and the window of its SYN-ACK: one segment, so
- * the client sends its first request in one packet and then waits for the
- * backend to open the window. */
-#define LB_MSS 1460
-/* The window scale the LB announces. Backend windows are rescaled to it;
- * 7 is what Linux picks for its default buffer sizes. */
-#define LB_WSCALE 7
 #define IP_DF 0x4000
 
 /* Options are copied into a map value a little over 256 bytes: any byte-sized index (plus the

@@ -49,15 +49,7 @@ struct {
 	__array(values, struct maglev_table);
 } maglev_tables SEC(".maps");
 
-/* Per-CPU LRU lists (BPF_F_NO_COMMON_LRU): inserting a new flow takes no
- * global lock. Each CPU then evicts from its own share of the entries. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(map_flags, BPF_F_NO_COMMON_LRU);
-	__uint(max_entries, MAX_FLOWS);
-	__type(key, struct flow_key);
-	__type(value, struct flow);
-} flows SEC(".maps");
+#include "flows_map.h"
 
 /* Egress interfaces for bpf_redirect_map, keyed by ifindex. */
 struct {

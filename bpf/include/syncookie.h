@@ -92,6 +92,14 @@ static __always_inline __u32 syncookie_make(__be32 saddr, __be32 daddr, __be16 s
 	return (syncookie_hash(saddr, daddr, sport, dport, isn, bits, key) << SYNCOOKIE_HASH_SHIFT) | bits;
 }
 
+/* The client's options a cookie's low byte carries. */
+static __always_inline void syncookie_options(__u32 bits, struct syn_options *o)
+{
+	o->mss = syncookie_mss[(bits >> 6) & 3];
+	o->sack = (bits >> 5) & 1;
+	o->wscale = bits & 0xf;
+}
+
 /* Validates a cookie the client echoed (its ACK number minus one) for the
  * client ISN (its sequence number minus one) and recovers its options. */
 static __always_inline int syncookie_check(__be32 saddr, __be32 daddr, __be16 sport, __be16 dport,
@@ -104,9 +112,7 @@ static __always_inline int syncookie_check(__be32 saddr, __be32 daddr, __be16 sp
 		return 0;
 	if (syncookie_hash(saddr, daddr, sport, dport, isn, bits, key) != cookie >> SYNCOOKIE_HASH_SHIFT)
 		return 0;
-	o->mss = syncookie_mss[(bits >> 6) & 3];
-	o->sack = (bits >> 5) & 1;
-	o->wscale = bits & 0xf;
+	syncookie_options(bits, o);
 	return 1;
 }
 
