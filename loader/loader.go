@@ -11,9 +11,11 @@ import (
 	"net"
 	"path/filepath"
 
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
 
+	"github.com/rauta-lb/rauta/tc"
 	"github.com/rauta-lb/rauta/xdp"
 )
 
@@ -35,7 +37,10 @@ type Options struct {
 // Loader owns the loaded program, its pins and its attachments.
 type Loader struct {
 	*Programmer
-	objs    *xdp.Objects
+	objs *xdp.Objects
+	// handoff is the TC program that gives slow-path connections their
+	// kernel socket; nil on kernels without bpf_sk_assign_tcp_reqsk.
+	handoff *tc.Objects
 	pinPath string
 	log     *slog.Logger
 	links   []attachment
@@ -71,6 +76,17 @@ func Load(opts Options) (*Loader, error) {
 		return nil, err
 	}
 	l := &Loader{objs: objs, pinPath: opts.PinPath, log: opts.Logger}
+	l.handoff, err = tc.Load(tc.SharedMaps{
+		Flows:            objs.Flows,
+		SyncookieKeys:    objs.SyncookieKeys,
+		SyncookieCurrent: objs.SyncookieCurrent,
+	})
+	if err != nil {
+		// XDP still answers and routes; connections it sends to the slow
+		// path are reset by the kernel instead of reaching the proxy.
+		l.log.Warn("slow-path handoff unavailable; connections XDP cannot route will be reset", "error", err)
+		l.handoff = nil
+	}
 	if err := l.pin(); err != nil {
 		l.Close()
 		return nil, err
@@ -87,8 +103,19 @@ func Load(opts Options) (*Loader, error) {
 	return l, nil
 }
 
+// pinnedMaps are the maps pinned under the pin path, by pin name.
+func (l *Loader) pinnedMaps() map[string]*ebpf.Map {
+	maps := l.objs.MapsByName()
+	if l.handoff != nil {
+		maps[handoffCountersPin] = l.handoff.HandoffCounters
+	}
+	return maps
+}
+
+const handoffCountersPin = "handoff_counters"
+
 func (l *Loader) pin() error {
-	for name, m := range l.objs.MapsByName() {
+	for name, m := range l.pinnedMaps() {
 		if err := m.Pin(filepath.Join(l.pinPath, name)); err != nil {
 			return fmt.Errorf("pin map %s: %w", name, err)
 		}
@@ -98,6 +125,10 @@ func (l *Loader) pin() error {
 
 // Objects returns the loaded program and maps.
 func (l *Loader) Objects() *xdp.Objects { return l.objs }
+
+// Handoff returns the TC handoff program, or nil when this kernel cannot
+// run it.
+func (l *Loader) Handoff() *tc.Objects { return l.handoff }
 
 // PinPath is the directory holding the pinned maps.
 func (l *Loader) PinPath() string { return l.pinPath }
@@ -137,6 +168,13 @@ func (l *Loader) Attach(ifaces []string, mode string) error {
 			return fmt.Errorf("add %s to the redirect map: %w", name, err)
 		}
 		l.log.Info("XDP attached", "interface", name, "ifindex", iface.Index, "mode", modeName(mode))
+		if l.handoff != nil {
+			tcLink, err := l.handoff.Attach(iface.Index)
+			if err != nil {
+				return fmt.Errorf("interface %s: %w", name, err)
+			}
+			l.links = append(l.links, attachment{iface: name, link: tcLink})
+		}
 	}
 	return nil
 }
@@ -160,13 +198,19 @@ func (l *Loader) Close() error {
 	}
 	l.links = nil
 	if l.objs != nil {
-		for name, m := range l.objs.MapsByName() {
+		for name, m := range l.pinnedMaps() {
 			if err := m.Unpin(); err != nil {
 				errs = append(errs, fmt.Errorf("unpin %s: %w", name, err))
 			}
 		}
 		if err := removePins(l.pinPath); err != nil {
 			errs = append(errs, err)
+		}
+		if l.handoff != nil {
+			if err := l.handoff.Close(); err != nil {
+				errs = append(errs, err)
+			}
+			l.handoff = nil
 		}
 		if err := l.objs.Close(); err != nil {
 			errs = append(errs, err)
