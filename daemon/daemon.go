@@ -53,6 +53,7 @@ type Daemon struct {
 	timeouts  atomic.Pointer[flowcache.Timeouts]
 	liveFlows atomic.Int64
 	reloads   *prometheus.CounterVec
+	slow      *slowPath
 }
 
 // ErrUnsupported marks configuration this build cannot run yet.
@@ -95,6 +96,11 @@ func Run(ctx context.Context, opts Options) error {
 		return fmt.Errorf("program maps: %w", err)
 	}
 	if err := opts.InNetns(func() error { return d.loader.Attach(cfg.Interfaces, string(cfg.XDPMode)) }); err != nil {
+		return err
+	}
+	d.slow = newSlowPath(cfg, d.log, opts.InNetns)
+	defer d.slow.close()
+	if err := d.slow.apply(cfg); err != nil {
 		return err
 	}
 	d.flows = flowcache.New(d.loader.Objects().Flows)
@@ -207,6 +213,11 @@ func (d *Daemon) reload(attached []string) {
 		return
 	}
 	d.setTimeouts(cfg)
+	if err := d.slow.apply(cfg); err != nil {
+		d.reloads.WithLabelValues("error").Inc()
+		d.log.Error("reload of the slow path incomplete", "error", err)
+		return
+	}
 	d.reloads.WithLabelValues("ok").Inc()
 	d.log.Info("configuration reloaded", "services", len(cfg.Services), "pools", len(cfg.Pools))
 }
@@ -254,6 +265,10 @@ func (d *Daemon) serveMetrics(listen string) (stop func(), err error) {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
+	reg.MustRegister(d.slow.proxy.Collectors()...)
+	if handoff := d.loader.Handoff(); handoff != nil {
+		reg.MustRegister(metrics.NewHandoff(handoff.Counters, d.log))
+	}
 	if listen == "" {
 		return func() {}, nil
 	}
