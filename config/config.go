@@ -30,6 +30,19 @@ const (
 	DefaultTCPIdleTimeout = 5 * time.Minute
 	DefaultUDPIdleTimeout = 30 * time.Second
 	DefaultClosedTimeout  = 10 * time.Second
+
+	DefaultConnectTimeout = 5 * time.Second
+	DefaultIdleTimeout    = 60 * time.Second
+	DefaultRequestTimeout = 60 * time.Second
+	DefaultMaxHeaderBytes = 8192
+)
+
+// Bounds on slowpath.max_header_bytes. Below 1 KiB ordinary browser
+// requests (cookies, user agents) fail; above 1 MiB one client can make the
+// proxy hold a lot of memory before a request is even routed.
+const (
+	MinMaxHeaderBytes = 1024
+	MaxMaxHeaderBytes = 1 << 20
 )
 
 // Bounds on a pool's maglev_size. The lower bound keeps a table meaningful;
@@ -50,6 +63,10 @@ type Options struct {
 	// file names; an interface it rejects is reported as unknown. Leave it
 	// nil to validate a file for another host (e.g. in CI).
 	InterfaceExists func(name string) bool
+	// SkipFileChecks skips reading the certificate and key files an https
+	// service names, so a file can be validated for another host. Paths
+	// are still checked for form.
+	SkipFileChecks bool
 }
 
 // Config is a complete, validated configuration.
@@ -60,9 +77,10 @@ type Config struct {
 	BPFFS    string
 	Services []Service
 	// Pools are sorted by name.
-	Pools   []Pool
-	Metrics Metrics
-	Flows   Flows
+	Pools    []Pool
+	Metrics  Metrics
+	Flows    Flows
+	Slowpath Slowpath
 }
 
 // XDPMode selects how the XDP program is attached.
@@ -77,20 +95,44 @@ const (
 type Protocol string
 
 const (
-	ProtocolTCP  Protocol = "tcp"
-	ProtocolUDP  Protocol = "udp"
-	ProtocolHTTP Protocol = "http"
+	ProtocolTCP   Protocol = "tcp"
+	ProtocolUDP   Protocol = "udp"
+	ProtocolHTTP  Protocol = "http"
+	ProtocolHTTPS Protocol = "https"
 )
 
 // Service is one VIP:port the balancer answers on. A TCP or UDP service sends
-// every flow to Pool; an HTTP service picks a pool per request from Routes.
+// every flow to Pool; an HTTP or HTTPS service picks a pool per request from
+// Routes.
 type Service struct {
 	Name     string
 	VIP      netip.Addr // IPv4
 	Port     uint16
 	Protocol Protocol
 	Pool     string  // tcp and udp only
-	Routes   []Route // http only, in file order
+	Routes   []Route // http and https, in file order; may be empty if RedirectHTTPS
+	TLS      TLS     // https only
+	// RedirectHTTPS (http only) answers requests that match no route with
+	// a 308 to the same host and path on https at RedirectPort, the port
+	// of the https service on the same VIP (443 if there is one there).
+	// Routes still apply, so e.g. ACME challenges can be served over http.
+	RedirectHTTPS bool
+	RedirectPort  uint16
+}
+
+// TLS is how an https service terminates TLS.
+type TLS struct {
+	// Certificates are chosen by SNI; the first is the default, sent to
+	// clients that send no server name or one no certificate covers. There
+	// is at least one.
+	Certificates []Certificate
+}
+
+// Certificate names the PEM files of one certificate chain and its private
+// key. Both paths are absolute.
+type Certificate struct {
+	Cert string
+	Key  string
 }
 
 // Route sends matching HTTP requests to a pool. Among a service's routes the
@@ -135,6 +177,25 @@ type Flows struct {
 	// ClosedTimeout is how long a flow lingers after FIN or RST, so late
 	// retransmissions still reach the same backend.
 	ClosedTimeout time.Duration
+}
+
+// Slowpath configures the proxy that handles what XDP passes to the kernel
+// (TLS, requests XDP cannot route). Every field has a default.
+type Slowpath struct {
+	// ConnectTimeout bounds dialing one backend.
+	ConnectTimeout time.Duration
+	// IdleTimeout is how long a client connection may wait for its next
+	// request.
+	IdleTimeout time.Duration
+	// RequestTimeout bounds one request, from its first byte to the end of
+	// the response.
+	RequestTimeout time.Duration
+	// MaxHeaderBytes caps a request's header block; larger ones get 431.
+	MaxHeaderBytes int
+	// MaxBodyBytes caps a request body; 0 means no limit.
+	MaxBodyBytes int64
+	// AccessLog logs one line per request.
+	AccessLog bool
 }
 
 // Load reads and parses the configuration file at path. Problems with the

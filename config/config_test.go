@@ -37,14 +37,16 @@ func configErrors(t *testing.T, err error) []*Error {
 }
 
 var (
-	eth          = []string{"eth1", "eth2"}
-	defaultFlows = Flows{TCPIdleTimeout: 5 * time.Minute, UDPIdleTimeout: 30 * time.Second, ClosedTimeout: 10 * time.Second}
+	eth             = []string{"eth1", "eth2"}
+	defaultFlows    = Flows{TCPIdleTimeout: 5 * time.Minute, UDPIdleTimeout: 30 * time.Second, ClosedTimeout: 10 * time.Second}
+	defaultSlowpath = Slowpath{ConnectTimeout: 5 * time.Second, IdleTimeout: time.Minute, RequestTimeout: time.Minute, MaxHeaderBytes: 8192, AccessLog: true}
 )
 
 func TestParseAcceptsExamples(t *testing.T) {
 	tests := []struct {
 		name string
 		yaml string
+		opts Options
 		want *Config
 	}{
 		{
@@ -78,8 +80,9 @@ metrics:
 					{Address: netip.MustParseAddrPort("10.0.1.11:80"), Weight: 2},
 					{Address: netip.MustParseAddrPort("10.0.1.12:80"), Weight: 1},
 				}}},
-				Metrics: Metrics{Listen: "127.0.0.1:9100"},
-				Flows:   defaultFlows,
+				Metrics:  Metrics{Listen: "127.0.0.1:9100"},
+				Flows:    defaultFlows,
+				Slowpath: defaultSlowpath,
 			},
 		},
 		{
@@ -124,7 +127,8 @@ pools:
 					{Name: "api", MaglevSize: maglev.DefaultSize, Backends: []Backend{{Address: netip.MustParseAddrPort("10.0.3.1:8080"), Weight: 1}}},
 					{Name: "web", MaglevSize: maglev.DefaultSize, Backends: []Backend{{Address: netip.MustParseAddrPort("10.0.2.1:8080"), Weight: 1}}},
 				},
-				Flows: defaultFlows,
+				Flows:    defaultFlows,
+				Slowpath: defaultSlowpath,
 			},
 		},
 		{
@@ -185,14 +189,101 @@ flows:
 				}}, {Name: "spare", MaglevSize: maglev.DefaultSize, Backends: []Backend{
 					{Address: netip.MustParseAddrPort("10.0.9.9:53"), Weight: 1},
 				}}},
-				Flows: Flows{TCPIdleTimeout: time.Hour, UDPIdleTimeout: 90 * time.Second, ClosedTimeout: 2 * time.Second},
+				Flows:    Flows{TCPIdleTimeout: time.Hour, UDPIdleTimeout: 90 * time.Second, ClosedTimeout: 2 * time.Second},
+				Slowpath: defaultSlowpath,
+			},
+		},
+		{
+			// The https service is the issue's example verbatim; file
+			// checks are skipped because the paths do not exist here
+			// (TestParseLoadsCertificates reads real files).
+			name: "https service, redirect from http, slowpath",
+			opts: Options{SkipFileChecks: true},
+			yaml: `
+interfaces: [eth1]
+services:
+  - name: site-tls
+    vip: 10.0.0.100
+    port: 443
+    protocol: https
+    tls:
+      certificates:
+        - {cert: /etc/rauta/a.pem, key: /etc/rauta/a.key}
+        - {cert: /etc/rauta/b.pem, key: /etc/rauta/b.key}
+    routes:
+      - path: /
+        pool: web
+  - name: site
+    vip: 10.0.0.100
+    port: 80
+    protocol: http
+    redirect_https: true
+  - name: acme
+    vip: 10.0.0.101
+    port: 80
+    protocol: http
+    redirect_https: true
+    routes:
+      - {host: "*.example.com", path: /.well-known/acme-challenge/, pool: web}
+  - name: alt-tls
+    vip: 10.0.0.101
+    port: 8443
+    protocol: https
+    tls:
+      certificates: [{cert: /etc/rauta/a.pem, key: /etc/rauta/a.key}]
+    routes: [{path: /, pool: web}]
+pools:
+  web:
+    backends: [{address: 10.0.2.1:8080}]
+slowpath:
+  connect_timeout: 2s
+  idle_timeout: 90s
+  request_timeout: 5m
+  max_header_bytes: 16384
+  max_body_bytes: 0        # 0 = unlimited
+  access_log: false
+`,
+			want: &Config{
+				Interfaces: []string{"eth1"},
+				XDPMode:    XDPModeNative,
+				BPFFS:      "/sys/fs/bpf/rauta",
+				Services: []Service{
+					{
+						Name: "site-tls", VIP: netip.MustParseAddr("10.0.0.100"), Port: 443, Protocol: ProtocolHTTPS,
+						Routes: []Route{{Path: "/", Pool: "web"}},
+						TLS: TLS{Certificates: []Certificate{
+							{Cert: "/etc/rauta/a.pem", Key: "/etc/rauta/a.key"},
+							{Cert: "/etc/rauta/b.pem", Key: "/etc/rauta/b.key"},
+						}},
+					},
+					{
+						Name: "site", VIP: netip.MustParseAddr("10.0.0.100"), Port: 80, Protocol: ProtocolHTTP,
+						RedirectHTTPS: true, RedirectPort: 443,
+					},
+					{
+						Name: "acme", VIP: netip.MustParseAddr("10.0.0.101"), Port: 80, Protocol: ProtocolHTTP,
+						Routes:        []Route{{Host: "*.example.com", Path: "/.well-known/acme-challenge/", Pool: "web"}},
+						RedirectHTTPS: true, RedirectPort: 8443,
+					},
+					{
+						Name: "alt-tls", VIP: netip.MustParseAddr("10.0.0.101"), Port: 8443, Protocol: ProtocolHTTPS,
+						Routes: []Route{{Path: "/", Pool: "web"}},
+						TLS:    TLS{Certificates: []Certificate{{Cert: "/etc/rauta/a.pem", Key: "/etc/rauta/a.key"}}},
+					},
+				},
+				Pools: []Pool{{Name: "web", MaglevSize: maglev.DefaultSize, Backends: []Backend{{Address: netip.MustParseAddrPort("10.0.2.1:8080"), Weight: 1}}}},
+				Flows: defaultFlows,
+				Slowpath: Slowpath{
+					ConnectTimeout: 2 * time.Second, IdleTimeout: 90 * time.Second, RequestTimeout: 5 * time.Minute,
+					MaxHeaderBytes: 16384, MaxBodyBytes: 0, AccessLog: false,
+				},
 			},
 		},
 	}
 
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := Parse("rauta.yaml", doc(tt.yaml), Options{})
+			got, err := Parse("rauta.yaml", doc(tt.yaml), tt.opts)
 			if err != nil {
 				t.Fatalf("Parse: %v", err)
 			}
@@ -210,6 +301,9 @@ func TestParseRejects(t *testing.T) {
   app:
     backends: [{address: 10.0.1.11:80}]
 `
+	// Certificate paths in these cases do not exist; the file checks have
+	// their own test.
+	skipFiles := Options{SkipFileChecks: true}
 	tests := []struct {
 		name  string
 		yaml  string
@@ -429,10 +523,10 @@ services:
     protocol: sctp
     pool: app
 ` + pools,
-			line: 6, field: "services[0].protocol", msg: `invalid protocol "sctp" (valid: tcp, udp, http)`,
+			line: 6, field: "services[0].protocol", msg: `invalid protocol "sctp" (valid: tcp, udp, http, https)`,
 		},
 		{
-			name: "https not supported yet",
+			name: "https service with pool",
 			yaml: `
 interfaces: [eth1]
 services:
@@ -441,8 +535,304 @@ services:
     port: 443
     protocol: https
     pool: app
+    routes: [{path: /, pool: app}]
+    tls: {certificates: [{cert: /a.pem, key: /a.key}]}
 ` + pools,
-			line: 6, field: "services[0].protocol", msg: "https is not supported yet",
+			opts: skipFiles,
+			line: 7, field: "services[0].pool", msg: "not allowed for https services",
+		},
+		{
+			name: "https service without routes",
+			yaml: `
+interfaces: [eth1]
+services:
+  - name: web
+    vip: 10.0.0.1
+    port: 443
+    protocol: https
+    tls: {certificates: [{cert: /a.pem, key: /a.key}]}
+`,
+			opts: skipFiles,
+			line: 3, field: "services[0].routes", msg: "required field is missing (https services route",
+		},
+		{
+			name: "https service without tls",
+			yaml: `
+interfaces: [eth1]
+services:
+  - name: web
+    vip: 10.0.0.1
+    port: 443
+    protocol: https
+    routes: [{path: /, pool: app}]
+` + pools,
+			line: 3, field: "services[0].tls", msg: "required field is missing (https services need certificates)",
+		},
+		{
+			name: "tls on an http service",
+			yaml: `
+interfaces: [eth1]
+services:
+  - name: web
+    vip: 10.0.0.1
+    port: 80
+    protocol: http
+    routes: [{path: /, pool: app}]
+    tls: {certificates: [{cert: /a.pem, key: /a.key}]}
+` + pools,
+			opts: skipFiles,
+			line: 8, field: "services[0].tls", msg: "not allowed for http services; tls is for https",
+		},
+		{
+			name: "tls without certificates",
+			yaml: `
+interfaces: [eth1]
+services:
+  - name: web
+    vip: 10.0.0.1
+    port: 443
+    protocol: https
+    routes: [{path: /, pool: app}]
+    tls: {}
+` + pools,
+			line: 8, field: "services[0].tls.certificates", msg: "required field is missing",
+		},
+		{
+			name: "empty certificate list",
+			yaml: `
+interfaces: [eth1]
+services:
+  - name: web
+    vip: 10.0.0.1
+    port: 443
+    protocol: https
+    routes: [{path: /, pool: app}]
+    tls:
+      certificates: []
+` + pools,
+			line: 9, field: "services[0].tls.certificates", msg: "at least one certificate is required",
+		},
+		{
+			name: "unknown tls field",
+			yaml: `
+interfaces: [eth1]
+services:
+  - name: web
+    vip: 10.0.0.1
+    port: 443
+    protocol: https
+    routes: [{path: /, pool: app}]
+    tls:
+      certificates: [{cert: /a.pem, key: /a.key}]
+      min_version: "1.3"
+` + pools,
+			opts: skipFiles,
+			line: 10, field: "services[0].tls.min_version", msg: `unknown field "min_version" (valid: certificates)`,
+		},
+		{
+			name: "certificate without key",
+			yaml: `
+interfaces: [eth1]
+services:
+  - name: web
+    vip: 10.0.0.1
+    port: 443
+    protocol: https
+    routes: [{path: /, pool: app}]
+    tls:
+      certificates:
+        - cert: /a.pem
+` + pools,
+			opts: skipFiles,
+			line: 10, field: "services[0].tls.certificates[0].key", msg: "required field is missing",
+		},
+		{
+			name: "empty certificate path",
+			yaml: `
+interfaces: [eth1]
+services:
+  - name: web
+    vip: 10.0.0.1
+    port: 443
+    protocol: https
+    routes: [{path: /, pool: app}]
+    tls:
+      certificates:
+        - cert: ""
+          key: /a.key
+` + pools,
+			opts: skipFiles,
+			line: 10, field: "services[0].tls.certificates[0].cert", msg: `must be an absolute path, got ""`,
+		},
+		{
+			name: "relative key path",
+			yaml: `
+interfaces: [eth1]
+services:
+  - name: web
+    vip: 10.0.0.1
+    port: 443
+    protocol: https
+    routes: [{path: /, pool: app}]
+    tls:
+      certificates:
+        - cert: /a.pem
+          key: certs/a.key
+` + pools,
+			opts: skipFiles,
+			line: 11, field: "services[0].tls.certificates[0].key", msg: `must be an absolute path, got "certs/a.key"`,
+		},
+		{
+			name: "duplicate certificate",
+			yaml: `
+interfaces: [eth1]
+services:
+  - name: web
+    vip: 10.0.0.1
+    port: 443
+    protocol: https
+    routes: [{path: /, pool: app}]
+    tls:
+      certificates:
+        - {cert: /a.pem, key: /a.key}
+        - {cert: /a.pem, key: /b.key}
+` + pools,
+			opts: skipFiles,
+			line: 11, field: "services[0].tls.certificates[1].cert", msg: `duplicate certificate "/a.pem" (first at line 10)`,
+		},
+		{
+			name: "redirect_https without an https service on the VIP",
+			yaml: `
+interfaces: [eth1]
+services:
+  - name: site
+    vip: 10.0.0.1
+    port: 80
+    protocol: http
+    redirect_https: true
+  - name: other-tls
+    vip: 10.0.0.2
+    port: 443
+    protocol: https
+    routes: [{path: /, pool: app}]
+    tls: {certificates: [{cert: /a.pem, key: /a.key}]}
+` + pools,
+			opts: skipFiles,
+			line: 7, field: "services[0].redirect_https", msg: "no https service on 10.0.0.1 to redirect to",
+		},
+		{
+			name: "redirect_https with several https ports, none 443",
+			yaml: `
+interfaces: [eth1]
+services:
+  - {name: site, vip: 10.0.0.1, port: 80, protocol: http, redirect_https: true}
+  - name: tls-a
+    vip: 10.0.0.1
+    port: 9443
+    protocol: https
+    routes: [{path: /, pool: app}]
+    tls: {certificates: [{cert: /a.pem, key: /a.key}]}
+  - name: tls-b
+    vip: 10.0.0.1
+    port: 8443
+    protocol: https
+    routes: [{path: /, pool: app}]
+    tls: {certificates: [{cert: /a.pem, key: /a.key}]}
+` + pools,
+			opts: skipFiles,
+			line: 3, field: "services[0].redirect_https", msg: "ports [8443 9443] and none on 443; the redirect target is ambiguous",
+		},
+		{
+			name: "redirect_https on an https service",
+			yaml: `
+interfaces: [eth1]
+services:
+  - name: web
+    vip: 10.0.0.1
+    port: 443
+    protocol: https
+    redirect_https: true
+    routes: [{path: /, pool: app}]
+    tls: {certificates: [{cert: /a.pem, key: /a.key}]}
+` + pools,
+			opts: skipFiles,
+			line: 7, field: "services[0].redirect_https", msg: "not allowed for https services; redirect_https is for http",
+		},
+		{
+			name: "redirect_https on a tcp service",
+			yaml: `
+interfaces: [eth1]
+services:
+  - {name: web, vip: 10.0.0.1, port: 80, protocol: tcp, pool: app, redirect_https: false}
+` + pools,
+			line: 3, field: "services[0].redirect_https", msg: "not allowed for tcp services",
+		},
+		{
+			name: "redirect_https not a bool",
+			yaml: `
+interfaces: [eth1]
+services:
+  - name: site
+    vip: 10.0.0.1
+    port: 80
+    protocol: http
+    redirect_https: "yes"
+    routes: [{path: /, pool: app}]
+` + pools,
+			line: 7, field: "services[0].redirect_https", msg: "expected true or false",
+		},
+		{
+			// A broken https service is reported once; the redirect that
+			// points at it is not blamed too.
+			name: "redirect_https to an invalid https service",
+			yaml: `
+interfaces: [eth1]
+services:
+  - {name: site, vip: 10.0.0.1, port: 80, protocol: http, redirect_https: true}
+  - name: site-tls
+    vip: 10.0.0.1
+    port: 443
+    protocol: https
+    routes: [{path: /, pool: nope}]
+    tls: {certificates: [{cert: /a.pem, key: /a.key}]}
+` + pools,
+			opts: skipFiles,
+			line: 8, field: "services[1].routes[0].pool", msg: `unknown pool "nope"`,
+		},
+		{
+			name: "slowpath max_header_bytes too small",
+			yaml: "interfaces: [eth1]\nslowpath:\n  max_header_bytes: 512\n",
+			line: 3, field: "slowpath.max_header_bytes", msg: "512 is out of range 1024..1048576",
+		},
+		{
+			name: "slowpath max_header_bytes too large",
+			yaml: "interfaces: [eth1]\nslowpath:\n  max_header_bytes: 2097152\n",
+			line: 3, field: "slowpath.max_header_bytes", msg: "2097152 is out of range 1024..1048576",
+		},
+		{
+			name: "slowpath negative max_body_bytes",
+			yaml: "interfaces: [eth1]\nslowpath:\n  max_body_bytes: -1\n",
+			line: 3, field: "slowpath.max_body_bytes", msg: "-1 is out of range 0..",
+		},
+		{
+			name: "slowpath zero timeout",
+			yaml: "interfaces: [eth1]\nslowpath:\n  connect_timeout: 0s\n",
+			line: 3, field: "slowpath.connect_timeout", msg: "must be positive",
+		},
+		{
+			name: "slowpath timeout without unit",
+			yaml: "interfaces: [eth1]\nslowpath:\n  request_timeout: 60\n",
+			line: 3, field: "slowpath.request_timeout", msg: `invalid duration "60"`,
+		},
+		{
+			name: "slowpath access_log not a bool",
+			yaml: "interfaces: [eth1]\nslowpath:\n  access_log: verbose\n",
+			line: 3, field: "slowpath.access_log", msg: "expected true or false",
+		},
+		{
+			name: "slowpath unknown key",
+			yaml: "interfaces: [eth1]\nslowpath:\n  read_timeout: 5s\n",
+			line: 3, field: "slowpath.read_timeout", msg: `unknown field "read_timeout" (valid: connect_timeout,`,
 		},
 		{
 			name: "missing vip",
@@ -872,7 +1262,7 @@ colour: blue
 		"rauta.yaml:4: pools.app.maglev_size: 10 is not prime (Maglev needs a prime table size; the default is 65537)",
 		"rauta.yaml:7: pools.app.backends[0].weight: 5000 is out of range 0..1000",
 		"rauta.yaml:13: services[0].pool: unknown pool \"nope\"",
-		"rauta.yaml:14: colour: unknown field \"colour\" (valid: interfaces, xdp_mode, bpffs, services, pools, metrics, flows)",
+		"rauta.yaml:14: colour: unknown field \"colour\" (valid: interfaces, xdp_mode, bpffs, services, pools, metrics, flows, slowpath)",
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("errors:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
@@ -1013,11 +1403,13 @@ func TestMaglevBackends(t *testing.T) {
 func FuzzParse(f *testing.F) {
 	f.Add([]byte("interfaces: [eth1]\nservices:\n  - {name: web, vip: 10.0.0.1, port: 80, protocol: tcp, pool: app}\npools:\n  app:\n    backends: [{address: 10.0.1.11:80, weight: 2}]\n"))
 	f.Add([]byte("interfaces: [eth1]\nservices:\n  - name: s\n    vip: 10.0.0.1\n    port: 80\n    protocol: http\n    routes: [{host: '*.a.b', path: /x, exact: true, methods: [get], pool: p}]\npools: {p: {backends: [{address: 1.2.3.4:5}]}}\n"))
+	f.Add([]byte("interfaces: [eth1]\nservices:\n  - {name: s, vip: 10.0.0.1, port: 80, protocol: http, redirect_https: true}\n  - name: t\n    vip: 10.0.0.1\n    port: 443\n    protocol: https\n    tls: {certificates: [{cert: /a.pem, key: /a.key}]}\n    routes: [{path: /, pool: p}]\npools: {p: {backends: [{address: 1.2.3.4:5}]}}\nslowpath: {max_header_bytes: 4096, access_log: false}\n"))
 	f.Add([]byte("a: &a [*a]\n"))
 	f.Add([]byte("interfaces: [\n"))
 	f.Add([]byte("? [a]\n: b\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		cfg, err := Parse("fuzz.yaml", data, Options{})
+		// Fuzzed paths must not read this machine's files.
+		cfg, err := Parse("fuzz.yaml", data, Options{SkipFileChecks: true})
 		if err != nil {
 			for _, e := range configErrors(t, err) {
 				if e.File != "fuzz.yaml" || e.Line < 0 || e.Msg == "" {
@@ -1035,6 +1427,14 @@ func FuzzParse(f *testing.F) {
 				if _, ok := cfg.Pool(ref); ref != "" && !ok {
 					t.Fatalf("service %q refers to missing pool %q", svc.Name, ref)
 				}
+			}
+		}
+		for _, svc := range cfg.Services {
+			if (svc.Protocol == ProtocolHTTPS) != (len(svc.TLS.Certificates) > 0) {
+				t.Fatalf("service %q: protocol %s with %d certificates", svc.Name, svc.Protocol, len(svc.TLS.Certificates))
+			}
+			if svc.RedirectHTTPS && (svc.Protocol != ProtocolHTTP || svc.RedirectPort == 0) {
+				t.Fatalf("service %q: bad redirect %+v", svc.Name, svc)
 			}
 		}
 		for _, pool := range cfg.Pools {

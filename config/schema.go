@@ -2,9 +2,15 @@ package config
 
 import (
 	"cmp"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"math"
 	"net"
 	"net/netip"
+	"os"
 	"path"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -24,8 +30,15 @@ func (p *parser) config(root *yaml.Node) *Config {
 			UDPIdleTimeout: DefaultUDPIdleTimeout,
 			ClosedTimeout:  DefaultClosedTimeout,
 		},
+		Slowpath: Slowpath{
+			ConnectTimeout: DefaultConnectTimeout,
+			IdleTimeout:    DefaultIdleTimeout,
+			RequestTimeout: DefaultRequestTimeout,
+			MaxHeaderBytes: DefaultMaxHeaderBytes,
+			AccessLog:      true,
+		},
 	}
-	top, ok := p.object(root, "", "interfaces", "xdp_mode", "bpffs", "services", "pools", "metrics", "flows")
+	top, ok := p.object(root, "", "interfaces", "xdp_mode", "bpffs", "services", "pools", "metrics", "flows", "slowpath")
 	if !ok {
 		return cfg
 	}
@@ -52,6 +65,9 @@ func (p *parser) config(root *yaml.Node) *Config {
 	}
 	if n, ok := top.values["flows"]; ok {
 		cfg.Flows = p.flows(n, cfg.Flows)
+	}
+	if n, ok := top.values["slowpath"]; ok {
+		cfg.Slowpath = p.slowpath(n, cfg.Slowpath)
 	}
 	return cfg
 }
@@ -277,12 +293,24 @@ func (p *parser) services(n *yaml.Node, pools poolSet) []Service {
 	if !ok {
 		return nil
 	}
+	type redirect struct {
+		at   string
+		node *yaml.Node
+	}
 	services := make([]Service, 0, len(items))
+	redirects := make([]redirect, 0, len(items)) // parallel to services
+	// httpsPorts holds every https service's port by VIP, valid or not, so
+	// a broken https service is reported once, not again by each redirect
+	// that points at it.
+	httpsPorts := make(map[netip.Addr][]uint16)
 	names := make(map[string]serviceRef, len(items))
 	listeners := make(map[listener]serviceRef, len(items))
 	for i, item := range items {
 		at := index("services", i)
-		svc, ok := p.service(item, at, pools)
+		svc, redirectNode, ok := p.service(item, at, pools)
+		if svc.Protocol == ProtocolHTTPS && svc.VIP.IsValid() && svc.Port != 0 {
+			httpsPorts[svc.VIP] = append(httpsPorts[svc.VIP], svc.Port)
+		}
 		if !ok {
 			continue
 		}
@@ -303,17 +331,51 @@ func (p *parser) services(n *yaml.Node, pools poolSet) []Service {
 		}
 		listeners[l] = self
 		services = append(services, svc)
+		redirects = append(redirects, redirect{field(at, "redirect_https"), redirectNode})
 	}
-	return services
+
+	// Redirect targets are known only once every service is read.
+	valid := services[:0]
+	for i, svc := range services {
+		if svc.RedirectHTTPS {
+			port, ok := p.redirectPort(redirects[i].node, redirects[i].at, svc.VIP, httpsPorts[svc.VIP])
+			if !ok {
+				continue
+			}
+			svc.RedirectPort = port
+		}
+		valid = append(valid, svc)
+	}
+	return valid
 }
 
-func (p *parser) service(n *yaml.Node, at string, pools poolSet) (Service, bool) {
-	obj, ok := p.object(n, at, "name", "vip", "port", "protocol", "pool", "routes")
+// redirectPort picks the port an http service on vip redirects to: 443 if
+// an https service listens there, else the only https port on vip.
+func (p *parser) redirectPort(n *yaml.Node, at string, vip netip.Addr, ports []uint16) (uint16, bool) {
+	const standard = 443
+	switch {
+	case slices.Contains(ports, standard):
+		return standard, true
+	case len(ports) == 1:
+		return ports[0], true
+	case len(ports) == 0:
+		p.errorf(n, at, "no https service on %s to redirect to", vip)
+	default:
+		slices.Sort(ports)
+		p.errorf(n, at, "https services on %s listen on ports %v and none on %d; the redirect target is ambiguous", vip, ports, standard)
+	}
+	return 0, false
+}
+
+// service parses one service. Even when it reports a problem, the returned
+// Service holds what did parse, for checks across services. redirect is the
+// redirect_https node, if any, for errors found later.
+func (p *parser) service(n *yaml.Node, at string, pools poolSet) (svc Service, redirect *yaml.Node, ok bool) {
+	obj, ok := p.object(n, at, "name", "vip", "port", "protocol", "pool", "routes", "tls", "redirect_https")
 	if !ok {
-		return Service{}, false
+		return Service{}, nil, false
 	}
 	errs := len(p.errs)
-	var svc Service
 	if n, ok := p.required(obj, "name"); ok {
 		svc.Name = p.name(n, field(at, "name"), "service")
 	}
@@ -328,20 +390,34 @@ func (p *parser) service(n *yaml.Node, at string, pools poolSet) (Service, bool)
 	if n, ok := p.required(obj, "protocol"); ok {
 		svc.Protocol, protoKnown = p.protocol(n, field(at, "protocol"))
 	}
+	redirect, hasRedirect := obj.values["redirect_https"]
+	if hasRedirect {
+		svc.RedirectHTTPS, _ = p.boolean(redirect, field(at, "redirect_https"))
+	}
 
 	poolNode, hasPool := obj.values["pool"]
 	routesNode, hasRoutes := obj.values["routes"]
+	tlsNode, hasTLS := obj.values["tls"]
 	if protoKnown {
-		isHTTP := svc.Protocol == ProtocolHTTP
+		routed := svc.Protocol == ProtocolHTTP || svc.Protocol == ProtocolHTTPS
 		switch {
-		case isHTTP && hasPool:
-			p.errorf(poolNode, field(at, "pool"), "not allowed for http services; name pools in routes")
-		case isHTTP && !hasRoutes:
-			p.errorf(obj.at, field(at, "routes"), "required field is missing (http services route requests to pools)")
-		case !isHTTP && hasRoutes:
-			p.errorf(routesNode, field(at, "routes"), "not allowed for %s services; routes are for http", svc.Protocol)
-		case !isHTTP && !hasPool:
+		case routed && hasPool:
+			p.errorf(poolNode, field(at, "pool"), "not allowed for %s services; name pools in routes", svc.Protocol)
+		case routed && !hasRoutes && !svc.RedirectHTTPS:
+			p.errorf(obj.at, field(at, "routes"), "required field is missing (%s services route requests to pools)", svc.Protocol)
+		case !routed && hasRoutes:
+			p.errorf(routesNode, field(at, "routes"), "not allowed for %s services; routes are for http and https", svc.Protocol)
+		case !routed && !hasPool:
 			p.errorf(obj.at, field(at, "pool"), "required field is missing")
+		}
+		switch isHTTPS := svc.Protocol == ProtocolHTTPS; {
+		case isHTTPS && !hasTLS:
+			p.errorf(obj.at, field(at, "tls"), "required field is missing (https services need certificates)")
+		case !isHTTPS && hasTLS:
+			p.errorf(tlsNode, field(at, "tls"), "not allowed for %s services; tls is for https", svc.Protocol)
+		}
+		if hasRedirect && svc.Protocol != ProtocolHTTP {
+			p.errorf(redirect, field(at, "redirect_https"), "not allowed for %s services; redirect_https is for http", svc.Protocol)
 		}
 	}
 	// Check whatever is present even when it is misplaced, so one run
@@ -352,7 +428,123 @@ func (p *parser) service(n *yaml.Node, at string, pools poolSet) (Service, bool)
 	if hasRoutes {
 		svc.Routes = p.routes(routesNode, field(at, "routes"), pools)
 	}
-	return svc, len(p.errs) == errs
+	if hasTLS {
+		svc.TLS = p.tls(tlsNode, field(at, "tls"))
+	}
+	return svc, redirect, len(p.errs) == errs
+}
+
+func (p *parser) tls(n *yaml.Node, at string) TLS {
+	obj, ok := p.object(n, at, "certificates")
+	if !ok {
+		return TLS{}
+	}
+	n, ok = p.required(obj, "certificates")
+	if !ok {
+		return TLS{}
+	}
+	at = field(at, "certificates")
+	items, ok := p.list(n, at)
+	if !ok {
+		return TLS{}
+	}
+	if len(items) == 0 {
+		p.errorf(n, at, "at least one certificate is required")
+		return TLS{}
+	}
+	certs := make([]Certificate, 0, len(items))
+	firstLine := make(map[string]int, len(items))
+	for i, item := range items {
+		c, ok := p.certificate(item, index(at, i))
+		if !ok {
+			continue
+		}
+		if line, dup := firstLine[c.Cert]; dup {
+			p.errorf(item, field(index(at, i), "cert"), "duplicate certificate %q (first at line %d)", c.Cert, line)
+			continue
+		}
+		firstLine[c.Cert] = item.Line
+		certs = append(certs, c)
+	}
+	return TLS{Certificates: certs}
+}
+
+func (p *parser) certificate(n *yaml.Node, at string) (Certificate, bool) {
+	obj, ok := p.object(n, at, "cert", "key")
+	if !ok {
+		return Certificate{}, false
+	}
+	errs := len(p.errs)
+	var c Certificate
+	var certPEM, keyPEM []byte
+	if n, ok := p.required(obj, "cert"); ok {
+		c.Cert, certPEM = p.pemFile(n, field(at, "cert"))
+	}
+	if n, ok := p.required(obj, "key"); ok {
+		c.Key, keyPEM = p.pemFile(n, field(at, "key"))
+	}
+	if len(p.errs) != errs {
+		return Certificate{}, false
+	}
+	if !p.opts.SkipFileChecks {
+		// The check tls.LoadX509KeyPair makes when the slow path loads
+		// the pair, so a file accepted here loads there.
+		if _, err := tls.X509KeyPair(certPEM, keyPEM); err != nil {
+			p.errorf(obj.at, at, "cert and key do not load as a pair: %v", err)
+			return Certificate{}, false
+		}
+	}
+	return c, true
+}
+
+// pemFile checks a certificate or key path and, unless file checks are
+// skipped, reads the file.
+func (p *parser) pemFile(n *yaml.Node, at string) (string, []byte) {
+	s, ok := p.str(n, at)
+	if !ok {
+		return "", nil
+	}
+	// A relative path would resolve against the daemon's working
+	// directory, which has nothing to do with where the file is.
+	if !filepath.IsAbs(s) {
+		p.errorf(n, at, "must be an absolute path, got %q", s)
+		return "", nil
+	}
+	if p.opts.SkipFileChecks {
+		return s, nil
+	}
+	data, err := readPEM(s)
+	if err != nil {
+		p.errorf(n, at, "cannot read: %v", err)
+		return "", nil
+	}
+	return s, data
+}
+
+// maxPEMBytes bounds a certificate or key file. A chain of a few
+// certificates is a few KiB; the bound keeps a path like /dev/zero from
+// hanging validation.
+const maxPEMBytes = 1 << 20
+
+func readPEM(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil {
+		return nil, err
+	} else if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file", path)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, maxPEMBytes+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > maxPEMBytes {
+		return nil, fmt.Errorf("%s is larger than %d bytes", path, maxPEMBytes)
+	}
+	return data, nil
 }
 
 // name checks a service or pool name.
@@ -395,13 +587,10 @@ func (p *parser) protocol(n *yaml.Node, at string) (Protocol, bool) {
 		return "", false
 	}
 	switch proto := Protocol(s); proto {
-	case ProtocolTCP, ProtocolUDP, ProtocolHTTP:
+	case ProtocolTCP, ProtocolUDP, ProtocolHTTP, ProtocolHTTPS:
 		return proto, true
-	case "https":
-		p.errorf(n, at, "https is not supported yet")
-	default:
-		p.errorf(n, at, "invalid protocol %q (valid: tcp, udp, http)", s)
 	}
+	p.errorf(n, at, "invalid protocol %q (valid: tcp, udp, http, https)", s)
 	return "", false
 }
 
@@ -583,4 +772,42 @@ func (p *parser) flows(n *yaml.Node, flows Flows) Flows {
 		}
 	}
 	return flows
+}
+
+func (p *parser) slowpath(n *yaml.Node, sp Slowpath) Slowpath {
+	const at = "slowpath"
+	obj, ok := p.object(n, at, "connect_timeout", "idle_timeout", "request_timeout", "max_header_bytes", "max_body_bytes", "access_log")
+	if !ok {
+		return sp
+	}
+	for _, timeout := range []struct {
+		key string
+		dst *time.Duration
+	}{
+		{"connect_timeout", &sp.ConnectTimeout},
+		{"idle_timeout", &sp.IdleTimeout},
+		{"request_timeout", &sp.RequestTimeout},
+	} {
+		if n, ok := obj.values[timeout.key]; ok {
+			if d, ok := p.duration(n, field(at, timeout.key)); ok {
+				*timeout.dst = d
+			}
+		}
+	}
+	if n, ok := obj.values["max_header_bytes"]; ok {
+		if v, ok := p.integer(n, field(at, "max_header_bytes"), MinMaxHeaderBytes, MaxMaxHeaderBytes); ok {
+			sp.MaxHeaderBytes = int(v)
+		}
+	}
+	if n, ok := obj.values["max_body_bytes"]; ok {
+		if v, ok := p.integer(n, field(at, "max_body_bytes"), 0, math.MaxInt64); ok {
+			sp.MaxBodyBytes = v
+		}
+	}
+	if n, ok := obj.values["access_log"]; ok {
+		if v, ok := p.boolean(n, field(at, "access_log")); ok {
+			sp.AccessLog = v
+		}
+	}
+	return sp
 }

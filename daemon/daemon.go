@@ -171,7 +171,11 @@ func stateFromConfig(file string, cfg *config.Config) (loader.State, error) {
 			out.Protocol = loader.ProtoTCP
 		case config.ProtocolUDP:
 			out.Protocol = loader.ProtoUDP
-		case config.ProtocolHTTP:
+		case config.ProtocolHTTP, config.ProtocolHTTPS:
+			// For now https is programmed like http: XDP finds no
+			// request line in a ClientHello and hands the connection
+			// to the slow path, which terminates TLS and routes by the
+			// same routes.
 			out.Protocol = loader.ProtoTCP
 			out.HTTP = true
 			for _, r := range svc.Routes {
