@@ -91,6 +91,9 @@ type pool struct {
 
 // New builds the table for cfg's http and https services and pools.
 func New(cfg *config.Config) (*Table, error) {
+	if cfg == nil {
+		return nil, errors.New("router: no configuration")
+	}
 	t := &Table{services: map[netip.AddrPort]*service{}, pools: map[string]*pool{}}
 	for _, p := range cfg.Pools {
 		built, err := newPool(p)
