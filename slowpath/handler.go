@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
@@ -49,9 +50,11 @@ func newService(p *Proxy, l Listener) *service {
 		// that does not fit with ErrSmallBuffer, which handleError turns
 		// into 431.
 		ReadBufferSize: p.opts.MaxHeaderBytes,
-		ReadTimeout:    p.opts.RequestTimeout,
-		WriteTimeout:   p.opts.RequestTimeout,
-		IdleTimeout:    p.opts.IdleTimeout,
+		// ReadTimeout covers the header; handle extends the deadline for
+		// a body (only then: a deadline change is not free).
+		ReadTimeout:  p.opts.ReadHeaderTimeout,
+		WriteTimeout: p.opts.RequestTimeout,
+		IdleTimeout:  p.opts.IdleTimeout,
 		// Bodies stream: the handler enforces MaxBodyBytes itself, because
 		// with streaming fasthttp only uses its limit to decide how much to
 		// read ahead (8 KiB at most).
@@ -99,7 +102,7 @@ func (s *service) handle(ctx *fasthttp.RequestCtx) {
 	// of the process, so one request's bug costs that request only.
 	defer func() {
 		if v := recover(); v != nil {
-			s.p.log.Error("slowpath: panic serving request", "service", s.name, "panic", v)
+			s.p.log.Error("slowpath: panic serving request", "service", s.name, "panic", v, "stack", string(debug.Stack()))
 			ctx.Response.Reset()
 			ctx.SetConnectionClose()
 			s.fail(ctx, reasonInternal, &requestInfo{start: ctx.Time(), client: remoteAddr(ctx)})
@@ -181,6 +184,12 @@ func (s *service) handle(ctx *fasthttp.RequestCtx) {
 			// is counted as it is forwarded.
 			req.SetBodyStream(&limitedBody{r: req.BodyStream(), left: limit}, -1)
 		}
+	}
+
+	if cl := h.ContentLength(); cl != 0 && cl != -2 {
+		// The body is read while it is forwarded: give it the rest of
+		// the request's time instead of the header's.
+		_ = ctx.SetReadDeadline(info.start.Add(p.opts.RequestTimeout))
 	}
 
 	s.rewriteRequest(ctx, host, path, raw, info.client.Addr())
@@ -325,6 +334,9 @@ type limitedBody struct {
 var errBodyTooLarge = errors.New("request body too large")
 
 func (l *limitedBody) Read(p []byte) (int, error) {
+	if l.left < 0 {
+		return 0, errBodyTooLarge
+	}
 	// Ask for one byte past the limit: seeing it is the only way to know
 	// the body is too long before forwarding its end.
 	if int64(len(p)) > l.left+1 {
@@ -333,6 +345,8 @@ func (l *limitedBody) Read(p []byte) (int, error) {
 	n, err := l.r.Read(p)
 	l.left -= int64(n)
 	if l.left < 0 {
+		// Hand over only what is within the limit; callers that ignore
+		// an error returned with data get it again on the next Read.
 		return n + int(l.left), errBodyTooLarge
 	}
 	return n, err

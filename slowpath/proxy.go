@@ -65,6 +65,11 @@ type Options struct {
 
 	// ConnectTimeout bounds one TCP connect to a backend. Default 5s.
 	ConnectTimeout time.Duration
+	// ReadHeaderTimeout bounds the wait for a request's header, from the
+	// connection's start or its first byte after an idle keep-alive wait.
+	// Default 10s: a slow-header client (slowloris) holds a connection no
+	// longer. The body then has until RequestTimeout.
+	ReadHeaderTimeout time.Duration
 	// IdleTimeout closes a client keep-alive connection idle this long.
 	// Default 60s.
 	IdleTimeout time.Duration
@@ -98,6 +103,7 @@ type Options struct {
 
 const (
 	defaultConnectTimeout      = 5 * time.Second
+	defaultReadHeaderTimeout   = 10 * time.Second
 	defaultIdleTimeout         = 60 * time.Second
 	defaultRequestTimeout      = 60 * time.Second
 	defaultUpstreamIdleTimeout = 4 * time.Second
@@ -117,6 +123,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.ConnectTimeout <= 0 {
 		o.ConnectTimeout = defaultConnectTimeout
+	}
+	if o.ReadHeaderTimeout <= 0 {
+		o.ReadHeaderTimeout = defaultReadHeaderTimeout
 	}
 	if o.IdleTimeout <= 0 {
 		o.IdleTimeout = defaultIdleTimeout
