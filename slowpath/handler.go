@@ -277,7 +277,12 @@ func (s *service) forward(ctx *fasthttp.RequestCtx, backends []netip.AddrPort, i
 	if contentLength < 0 {
 		contentLength = -1 // chunked or close-delimited: reframed chunked
 	}
-	resp.SetBodyStream(&trackedBody{s: s, ctx: ctx, body: body, up: up, info: *info, status: status}, contentLength)
+	t, _ := s.p.bodies.Get().(*trackedBody)
+	if t == nil {
+		t = new(trackedBody)
+	}
+	*t = trackedBody{s: s, ctx: ctx, body: body, up: up, info: *info, status: status}
+	resp.SetBodyStream(t, contentLength)
 }
 
 // trackedBody passes the backend's body to the client and, when fasthttp
@@ -322,6 +327,11 @@ func (t *trackedBody) CloseWithError(err error) error {
 		t.s.p.log.Debug("slowpath: response aborted", "service", t.s.name, "backend", t.info.backend, "err", err)
 	}
 	t.s.record(t.ctx, &t.info, t.status, t.n, aborted)
+	// fasthttp drops its reference when it closes a body stream, so
+	// nothing calls t again once it is back in the pool.
+	p := t.s.p
+	*t = trackedBody{}
+	p.bodies.Put(t)
 	return nil
 }
 

@@ -166,6 +166,10 @@ type Proxy struct {
 	clientsMu sync.RWMutex
 	clients   map[netip.AddrPort]*fasthttp.HostClient
 
+	// bodies recycles trackedBody: one per proxied response would
+	// otherwise be the handler's only allocation of its own.
+	bodies sync.Pool
+
 	serversMu sync.Mutex
 	servers   []*fasthttp.Server
 	closed    bool

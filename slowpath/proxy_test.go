@@ -475,3 +475,91 @@ func TestNotConfigured(t *testing.T) {
 		t.Errorf("after SetRouter: %d", resp.StatusCode)
 	}
 }
+
+func TestProtocolCorners(t *testing.T) {
+	be := startBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/nocontent":
+			w.WriteHeader(204)
+		case "/echo":
+			b, _ := io.ReadAll(r.Body)
+			fmt.Fprintf(w, "%s %s %s", r.Proto, r.Method, b)
+		default:
+			w.Header().Set("Content-Length", "11")
+			_, _ = io.WriteString(w, "hello world")
+		}
+	})
+	rt := &fakeRouter{service: vip, routes: []fakeRoute{{prefix: "/", pool: "p"}},
+		pools: map[string][]netip.AddrPort{"p": {be.addr}}}
+	_, addr := startProxy(t, Options{}, Listener{Service: vip}, rt)
+
+	t.Run("HEAD keeps Content-Length", func(t *testing.T) {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		br := bufio.NewReader(c)
+		// Two requests on one connection: a HEAD body miscount would
+		// desynchronise the second.
+		_, _ = io.WriteString(c, "HEAD /x HTTP/1.1\r\nHost: x\r\n\r\nGET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+		head, err := http.ReadResponse(br, &http.Request{Method: "HEAD"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if head.StatusCode != 200 || head.ContentLength != 11 {
+			t.Errorf("HEAD: %d, Content-Length %d", head.StatusCode, head.ContentLength)
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		if string(b) != "hello world" {
+			t.Errorf("GET after HEAD: %q", b)
+		}
+	})
+	t.Run("204", func(t *testing.T) {
+		resp, body := rawRequest(t, addr, "GET /nocontent HTTP/1.1\r\nHost: x\r\n\r\n")
+		if resp.StatusCode != 204 || len(body) != 0 {
+			t.Errorf("%d %q", resp.StatusCode, body)
+		}
+	})
+	t.Run("HTTP/1.0 client", func(t *testing.T) {
+		resp, body := rawRequest(t, addr, "POST /echo HTTP/1.0\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc")
+		if resp.StatusCode != 200 || string(body) != "HTTP/1.1 POST abc" {
+			t.Errorf("%d %q", resp.StatusCode, body)
+		}
+		if resp.ProtoMinor != 0 && resp.TransferEncoding != nil {
+			t.Errorf("chunked answer to HTTP/1.0: %v", resp.TransferEncoding)
+		}
+	})
+	t.Run("Expect 100-continue", func(t *testing.T) {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		br := bufio.NewReader(c)
+		_, _ = io.WriteString(c, "PUT /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n")
+		line, err := br.ReadString('\n')
+		if err != nil || !strings.HasPrefix(line, "HTTP/1.1 100 ") {
+			t.Fatalf("want 100 Continue, got %q %v", line, err)
+		}
+		_, _ = br.ReadString('\n') // blank line
+		_, _ = io.WriteString(c, "abc")
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		if string(b) != "HTTP/1.1 PUT abc" {
+			t.Errorf("%q", b)
+		}
+		if _, ok := be.lastRequest().Header["Expect"]; ok {
+			t.Error("Expect forwarded")
+		}
+	})
+}
