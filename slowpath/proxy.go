@@ -31,6 +31,10 @@ import (
 // implements it. Route returns router.ErrNoService, router.ErrNoRoute or a
 // *router.MethodNotAllowedError; Backends returns up to n backends in Maglev
 // preference order, none when the pool has no usable backend.
+//
+// Route's string arguments view the request's buffers without a copy: they
+// are valid only during the call, and an implementation that keeps one
+// (a cache key, say) must copy it. Both methods are called concurrently.
 type Router interface {
 	Route(service netip.AddrPort, method, host, path string) (pool string, err error)
 	Backends(pool string, client, service netip.AddrPort, n int) []netip.AddrPort
@@ -323,3 +327,6 @@ func (e *connectError) Timeout() bool {
 	var ne net.Error
 	return errors.As(e.err, &ne) && ne.Timeout()
 }
+
+// The router package's table is what the daemon passes to SetRouter.
+var _ Router = (*router.Table)(nil)

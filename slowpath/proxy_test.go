@@ -563,3 +563,36 @@ func TestProtocolCorners(t *testing.T) {
 		}
 	})
 }
+
+// TestBackendConnectionClose: the backend closing its connection is its
+// hop's business; the client's connection stays open.
+func TestBackendConnectionClose(t *testing.T) {
+	be := startBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Connection", "close")
+		_, _ = io.WriteString(w, "bye")
+	})
+	rt := &fakeRouter{service: vip, routes: []fakeRoute{{prefix: "/", pool: "p"}},
+		pools: map[string][]netip.AddrPort{"p": {be.addr}}}
+	_, addr := startProxy(t, Options{}, Listener{Service: vip}, rt)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	br := bufio.NewReader(c)
+	for i := range 3 {
+		_, _ = io.WriteString(c, "GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 || string(b) != "bye" || resp.Close {
+			t.Fatalf("request %d: %d %q close=%v", i, resp.StatusCode, b, resp.Close)
+		}
+	}
+	if n := be.connCount(); n != 3 {
+		t.Errorf("backend saw %d connections, want 3 (one per request)", n)
+	}
+}
