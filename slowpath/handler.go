@@ -1,0 +1,559 @@
+package slowpath
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/valyala/fasthttp"
+
+	"github.com/rauta-lb/rauta/router"
+)
+
+// service serves one Listener: its identity is fixed when the server is
+// built, so nothing a client sends can change which service routes it.
+type service struct {
+	p        *Proxy
+	l        Listener
+	name     string
+	proto    string // X-Forwarded-Proto
+	duration prometheus.Observer
+	srv      *fasthttp.Server
+}
+
+func newService(p *Proxy, l Listener) *service {
+	s := &service{p: p, l: l, name: l.Name, proto: "http"}
+	if s.name == "" {
+		s.name = l.Service.String()
+	}
+	if l.TLS != nil {
+		s.proto = "https"
+	}
+	s.duration = p.metrics.duration.WithLabelValues(s.name)
+	s.srv = &fasthttp.Server{
+		Handler:      s.handle,
+		ErrorHandler: s.handleError,
+		Logger:       fasthttpLogger{log: p.log, service: s.name},
+		// The header limit is the read buffer: fasthttp answers a header
+		// that does not fit with ErrSmallBuffer, which handleError turns
+		// into 431.
+		ReadBufferSize: p.opts.MaxHeaderBytes,
+		// ReadTimeout covers the header; handle extends the deadline for
+		// a body (only then: a deadline change is not free).
+		ReadTimeout:  p.opts.ReadHeaderTimeout,
+		WriteTimeout: p.opts.RequestTimeout,
+		IdleTimeout:  p.opts.IdleTimeout,
+		// Bodies stream: the handler enforces MaxBodyBytes itself, because
+		// with streaming fasthttp only uses its limit to decide how much to
+		// read ahead (8 KiB at most).
+		StreamRequestBody:  true,
+		MaxRequestBodySize: math32,
+		// A proxy forwards multipart bodies; it must not parse them into
+		// memory or temporary files.
+		DisablePreParseMultipartForm: true,
+		// The backend's headers are forwarded as they are: no Server or
+		// Content-Type of our own. Date stays: fasthttp only adds one when
+		// the backend sent none.
+		NoDefaultServerHeader: true,
+		NoDefaultContentType:  true,
+		CloseOnShutdown:       true,
+	}
+	return s
+}
+
+// math32 is "no limit" for fasthttp's int limits.
+const math32 = 1<<31 - 1
+
+// b2s views header bytes as a string without copying. The strings are used
+// only during the request (routing, normalising, the header rewrite), while
+// fasthttp keeps the bytes unchanged; anything kept longer is cloned.
+func b2s(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
+
+// requestInfo is what the access log and metrics need once the response is
+// done, which for a streamed body is after the handler has returned.
+type requestInfo struct {
+	start   time.Time
+	client  netip.AddrPort
+	method  string
+	host    string
+	path    string
+	pool    string
+	backend netip.AddrPort
+}
+
+func (s *service) logging() bool {
+	return s.p.opts.AccessLog && s.p.log.Enabled(context.Background(), slog.LevelInfo)
+}
+
+func (s *service) handle(ctx *fasthttp.RequestCtx) {
+	// fasthttp does not recover: a panic here would end every connection
+	// of the process, so one request's bug costs that request only.
+	defer func() {
+		if v := recover(); v != nil {
+			s.p.log.Error("slowpath: panic serving request", "service", s.name, "panic", v, "stack", string(debug.Stack()))
+			ctx.Response.Reset()
+			ctx.SetConnectionClose()
+			s.fail(ctx, reasonInternal, &requestInfo{start: ctx.Time(), client: remoteAddr(ctx)})
+		}
+	}()
+
+	p := s.p
+	req := &ctx.Request
+	h := &req.Header
+	info := requestInfo{start: ctx.Time(), client: remoteAddr(ctx)}
+	logOn := s.logging()
+
+	method := h.Method()
+	host := h.Host()
+	raw := h.RequestURI()
+	if len(raw) > 0 && raw[0] != '/' && hasHTTPScheme(raw) {
+		// Absolute form: its authority replaces Host (RFC 9112 §3.2.2).
+		host, raw = absoluteForm(req)
+		h.SetHostBytes(host)
+		host = h.Host()
+	}
+	if logOn {
+		info.method, info.host, info.path = string(method), string(host), string(raw)
+	}
+	if len(host) == 0 && h.IsHTTP11() {
+		// RFC 9112 §3.2: an HTTP/1.1 request without Host is a 400.
+		s.fail(ctx, reasonBadRequest, &info)
+		return
+	}
+	path, err := p.opts.NormalizePath(b2s(raw))
+	if err != nil {
+		s.fail(ctx, reasonBadRequest, &info)
+		return
+	}
+	if logOn {
+		info.path = strings.Clone(path)
+	}
+	if s.l.RedirectHTTPS {
+		s.redirect(ctx, host, path, &info)
+		return
+	}
+
+	ref := p.router.Load()
+	if ref == nil {
+		s.fail(ctx, reasonNotConfigured, &info)
+		return
+	}
+	pool, err := ref.r.Route(s.l.Service, b2s(method), b2s(host), path)
+	if err != nil {
+		var mna *router.MethodNotAllowedError
+		switch {
+		case errors.As(err, &mna):
+			ctx.Response.Header.Set(fasthttp.HeaderAllow, strings.Join(mna.Allow, ", "))
+			s.fail(ctx, reasonMethodNotAllowed, &info)
+		case errors.Is(err, router.ErrNoService):
+			s.fail(ctx, reasonNoService, &info)
+		case errors.Is(err, router.ErrNoRoute):
+			s.fail(ctx, reasonNoRoute, &info)
+		default:
+			p.log.Error("slowpath: routing failed", "service", s.name, "err", err)
+			s.fail(ctx, reasonInternal, &info)
+		}
+		return
+	}
+	info.pool = pool
+	backends := ref.r.Backends(pool, info.client, s.l.Service, backendChoices)
+	if len(backends) == 0 {
+		s.fail(ctx, reasonNoBackend, &info)
+		return
+	}
+
+	if limit := p.opts.MaxBodyBytes; limit > 0 {
+		switch cl := h.ContentLength(); {
+		case int64(cl) > limit:
+			s.fail(ctx, reasonBodyTooLarge, &info)
+			return
+		case cl == -1:
+			// Chunked: the length is known only at the end, so the body
+			// is counted as it is forwarded.
+			req.SetBodyStream(&limitedBody{r: req.BodyStream(), left: limit}, -1)
+		}
+	}
+
+	if cl := h.ContentLength(); cl != 0 && cl != -2 {
+		// The body is read while it is forwarded: give it the rest of
+		// the request's time instead of the header's.
+		_ = ctx.SetReadDeadline(info.start.Add(p.opts.RequestTimeout))
+	}
+
+	s.rewriteRequest(ctx, host, path, raw, info.client.Addr())
+	s.forward(ctx, backends, &info, idempotent(method))
+}
+
+// rewriteRequest turns the client's request into the one the backend gets,
+// in place: fasthttp's Request is reused rather than copied.
+func (s *service) rewriteRequest(ctx *fasthttp.RequestCtx, host []byte, path string, raw []byte, client netip.Addr) {
+	req := &ctx.Request
+	h := &req.Header
+	stripHopByHop(h)
+	// fasthttp answered any 100-continue itself, before the body was read.
+	h.Del(fasthttp.HeaderExpect)
+	setForwarded(h, client, s.proto, host)
+	if path != b2s(raw) {
+		// The backend sees what was routed: the normalised path.
+		req.SetRequestURI(path)
+	}
+	if !h.IsHTTP11() {
+		// Backends get HTTP/1.1 whatever the client spoke, so the pooled
+		// connection stays keep-alive and bodies can be chunked.
+		h.SetProtocol("HTTP/1.1")
+	}
+	// HostClient takes the scheme from the URI and refuses https on a
+	// plain connection; backends are plain HTTP.
+	if ctx.IsTLS() {
+		req.URI().SetScheme("http")
+	}
+	// Keep Host as received instead of fasthttp's URI-derived one.
+	req.UseHostHeader = true
+}
+
+// forward sends the request to the first backend choice, trying the next
+// one only when connecting failed (nothing was sent) and the method is
+// idempotent, and once more on the same backend when a pooled connection
+// turned out to be closed (see staleConn).
+func (s *service) forward(ctx *fasthttp.RequestCtx, backends []netip.AddrPort, info *requestInfo, idem bool) {
+	up := fasthttp.AcquireResponse()
+	deadline := info.start.Add(s.p.opts.RequestTimeout)
+	var err error
+	retried := false
+	for i := 0; i < len(backends); {
+		info.backend = backends[i]
+		err = s.p.client(backends[i]).DoDeadline(&ctx.Request, up, deadline)
+		if err == nil {
+			break
+		}
+		if isConnectError(err) {
+			if !idem {
+				break
+			}
+			i++
+			continue
+		}
+		if !retried && idem && !ctx.Request.IsBodyStream() && staleConn(err) {
+			retried = true
+			continue
+		}
+		break
+	}
+	if err != nil {
+		fasthttp.ReleaseResponse(up)
+		r := classify(err)
+		s.p.log.Debug("slowpath: backend request failed", "service", s.name, "backend", info.backend, "err", err)
+		if r == reasonBodyTooLarge {
+			ctx.SetConnectionClose()
+		}
+		s.fail(ctx, r, info)
+		return
+	}
+
+	status := up.StatusCode()
+	contentLength := up.Header.ContentLength()
+	body := up.BodyStream()
+	resp := &ctx.Response
+	up.Header.CopyTo(&resp.Header)
+	stripHopByHop(&resp.Header)
+	if body == nil {
+		// No body: HEAD, 1xx/204/304. The copied Content-Length stands.
+		fasthttp.ReleaseResponse(up)
+		s.record(ctx, info, status, 0, false)
+		return
+	}
+	if contentLength < 0 {
+		contentLength = -1 // chunked or close-delimited: reframed chunked
+	}
+	t, _ := s.p.bodies.Get().(*trackedBody)
+	if t == nil {
+		t = new(trackedBody)
+	}
+	*t = trackedBody{s: s, ctx: ctx, body: body, up: up, info: *info, status: status}
+	resp.SetBodyStream(t, contentLength)
+}
+
+// trackedBody passes the backend's body to the client and, when fasthttp
+// closes it after writing, records the request: the access log and the
+// duration cover the whole body, and a backend dying midway is counted.
+type trackedBody struct {
+	s      *service
+	ctx    *fasthttp.RequestCtx
+	body   io.Reader
+	up     *fasthttp.Response
+	info   requestInfo
+	status int
+	n      int64
+	err    error
+	closed bool
+}
+
+func (t *trackedBody) Read(p []byte) (int, error) {
+	n, err := t.body.Read(p)
+	t.n += int64(n)
+	if err != nil && err != io.EOF && t.err == nil {
+		t.err = err
+	}
+	return n, err
+}
+
+// CloseWithError is called by fasthttp once the response is written (err
+// nil) or failed; releasing up closes the backend stream, which pools the
+// connection only if the body was read to its end.
+func (t *trackedBody) CloseWithError(err error) error {
+	if t.closed {
+		return nil
+	}
+	t.closed = true
+	if err == nil {
+		err = t.err
+	}
+	fasthttp.ReleaseResponse(t.up)
+	aborted := err != nil
+	if aborted {
+		t.s.p.metrics.errorCounters[reasonResponseAborted].Inc()
+		t.s.p.log.Debug("slowpath: response aborted", "service", t.s.name, "backend", t.info.backend, "err", err)
+	}
+	t.s.record(t.ctx, &t.info, t.status, t.n, aborted)
+	// fasthttp drops its reference when it closes a body stream, so
+	// nothing calls t again once it is back in the pool.
+	p := t.s.p
+	*t = trackedBody{}
+	p.bodies.Put(t)
+	return nil
+}
+
+// limitedBody enforces MaxBodyBytes on a chunked request body.
+type limitedBody struct {
+	r    io.Reader
+	left int64
+}
+
+var errBodyTooLarge = errors.New("request body too large")
+
+func (l *limitedBody) Read(p []byte) (int, error) {
+	if l.left < 0 {
+		return 0, errBodyTooLarge
+	}
+	// Ask for one byte past the limit: seeing it is the only way to know
+	// the body is too long before forwarding its end.
+	if int64(len(p)) > l.left+1 {
+		p = p[:l.left+1]
+	}
+	n, err := l.r.Read(p)
+	l.left -= int64(n)
+	if l.left < 0 {
+		// Hand over only what is within the limit; callers that ignore
+		// an error returned with data get it again on the next Read.
+		return n + int(l.left), errBodyTooLarge
+	}
+	return n, err
+}
+
+// fail answers the request itself with reason's status and body.
+func (s *service) fail(ctx *fasthttp.RequestCtx, r reason, info *requestInfo) {
+	ri := &reasons[r]
+	ctx.SetStatusCode(ri.status)
+	ctx.Response.Header.SetContentType("text/plain; charset=utf-8")
+	ctx.Response.SetBodyRaw(ri.body)
+	switch r {
+	case reasonBadRequest, reasonHeaderTooLarge, reasonBodyTooLarge, reasonClientTimeout:
+		// The connection's state is unknown (unread body, unparsed bytes):
+		// the next bytes cannot be trusted to start a request.
+		ctx.SetConnectionClose()
+	}
+	s.p.metrics.errorCounters[r].Inc()
+	s.record(ctx, info, ri.status, int64(len(ri.body)), false)
+}
+
+// redirect answers 308 to the https URL of the same host and path.
+func (s *service) redirect(ctx *fasthttp.RequestCtx, host []byte, path string, info *requestInfo) {
+	name := hostWithoutPort(host)
+	if len(name) == 0 || bytes.ContainsAny(name, "/\\@?# \t") {
+		s.fail(ctx, reasonBadRequest, info)
+		return
+	}
+	var scratch [256]byte
+	loc := append(scratch[:0], "https://"...)
+	loc = append(loc, name...)
+	if port := s.l.HTTPSPort; port != 0 && port != 443 {
+		loc = append(loc, ':')
+		loc = strconv.AppendUint(loc, uint64(port), 10)
+	}
+	loc = append(loc, path...)
+	ctx.Response.Header.SetBytesV(fasthttp.HeaderLocation, loc)
+	ctx.SetStatusCode(fasthttp.StatusPermanentRedirect)
+	ctx.Response.Header.SetContentType("text/plain; charset=utf-8")
+	ctx.Response.SetBodyRaw(redirectBody)
+	s.record(ctx, info, fasthttp.StatusPermanentRedirect, int64(len(redirectBody)), false)
+}
+
+var redirectBody = []byte("308 use https\n")
+
+// handleError answers what fasthttp could not parse into a request.
+func (s *service) handleError(ctx *fasthttp.RequestCtx, err error) {
+	var small *fasthttp.ErrSmallBuffer
+	var ne net.Error
+	r := reasonBadRequest
+	switch {
+	case errors.As(err, &small):
+		r = reasonHeaderTooLarge
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		r = reasonBodyTooLarge
+	case errors.As(err, &ne) && ne.Timeout():
+		r = reasonClientTimeout
+	}
+	s.p.log.Debug("slowpath: bad request", "service", s.name, "client", remoteAddr(ctx), "err", err)
+	info := requestInfo{start: ctx.Time(), client: remoteAddr(ctx)}
+	if s.logging() {
+		info.method = string(ctx.Request.Header.Method())
+	}
+	s.fail(ctx, r, &info)
+}
+
+// record counts a finished request and writes its access log line.
+func (s *service) record(ctx *fasthttp.RequestCtx, info *requestInfo, status int, n int64, aborted bool) {
+	var d time.Duration
+	if !info.start.IsZero() {
+		d = time.Since(info.start)
+	}
+	m := s.p.metrics
+	m.requests.WithLabelValues(s.name, info.pool, codeLabel(status)).Inc()
+	s.duration.Observe(d.Seconds())
+	if !s.logging() {
+		return
+	}
+	attrs := [...]slog.Attr{
+		slog.String("service", s.name),
+		slog.String("client", info.client.String()),
+		slog.String("method", info.method),
+		slog.String("host", info.host),
+		slog.String("path", info.path),
+		slog.String("pool", info.pool),
+		slog.String("backend", backendString(info.backend)),
+		slog.Int("status", status),
+		slog.Int64("bytes", n),
+		slog.Duration("duration", d),
+		slog.Bool("aborted", aborted),
+	}
+	s.p.log.LogAttrs(context.Background(), slog.LevelInfo, "request", attrs[:]...)
+}
+
+func backendString(b netip.AddrPort) string {
+	if !b.IsValid() {
+		return ""
+	}
+	return b.String()
+}
+
+// classify maps a forwarding error to the answer.
+func classify(err error) reason {
+	var ne interface{ Timeout() bool }
+	switch {
+	case errors.Is(err, errBodyTooLarge):
+		return reasonBodyTooLarge
+	case errors.Is(err, fasthttp.ErrNoFreeConns):
+		return reasonBackendBusy
+	case errors.Is(err, fasthttp.ErrTimeout), errors.As(err, &ne) && ne.Timeout():
+		return reasonBackendTimeout
+	case isConnectError(err):
+		return reasonBackendConnect
+	default:
+		return reasonBackendError
+	}
+}
+
+func isConnectError(err error) bool {
+	var ce *connectError
+	return errors.As(err, &ce)
+}
+
+// staleConn reports the errors of a pooled connection the backend closed
+// while it was idle: the request is lost before any answer, and an
+// idempotent one without a body can be sent again (RFC 9110 §9.2.2).
+func staleConn(err error) bool {
+	return errors.Is(err, fasthttp.ErrConnectionClosed) || errors.Is(err, io.EOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
+// idempotent methods may be sent to another backend after a connect
+// failure (RFC 9110 §9.2.2).
+func idempotent(method []byte) bool {
+	switch b2s(method) {
+	case fasthttp.MethodGet, fasthttp.MethodHead, fasthttp.MethodOptions,
+		fasthttp.MethodPut, fasthttp.MethodDelete, fasthttp.MethodTrace:
+		return true
+	}
+	return false
+}
+
+func remoteAddr(ctx *fasthttp.RequestCtx) netip.AddrPort {
+	if a, ok := ctx.RemoteAddr().(*net.TCPAddr); ok {
+		ap := a.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	return netip.AddrPort{}
+}
+
+func hasHTTPScheme(raw []byte) bool {
+	return hasPrefixFold(raw, "http://") || hasPrefixFold(raw, "https://")
+}
+
+func hasPrefixFold(b []byte, prefix string) bool {
+	return len(b) >= len(prefix) && strings.EqualFold(b2s(b[:len(prefix)]), prefix)
+}
+
+// absoluteForm returns the authority and the origin-form target of an
+// absolute-form request ("GET http://host/path?q HTTP/1.1").
+func absoluteForm(req *fasthttp.Request) (host, target []byte) {
+	u := req.URI()
+	target = append(target, u.PathOriginal()...)
+	if len(target) == 0 {
+		target = append(target, '/')
+	}
+	if q := u.QueryString(); len(q) > 0 {
+		target = append(target, '?')
+		target = append(target, q...)
+	}
+	return append([]byte(nil), u.Host()...), target
+}
+
+// hostWithoutPort drops a :port from a Host value, keeping IPv6 brackets.
+func hostWithoutPort(host []byte) []byte {
+	if len(host) > 0 && host[0] == '[' {
+		if i := bytes.IndexByte(host, ']'); i >= 0 {
+			return host[:i+1]
+		}
+		return nil
+	}
+	if i := bytes.LastIndexByte(host, ':'); i >= 0 {
+		return host[:i]
+	}
+	return host
+}
+
+// fasthttpLogger sends fasthttp's own messages (connection errors) to
+// Debug: they are about one client and would flood Info.
+type fasthttpLogger struct {
+	log     *slog.Logger
+	service string
+}
+
+func (l fasthttpLogger) Printf(format string, args ...any) {
+	if !l.log.Enabled(context.Background(), slog.LevelDebug) {
+		return
+	}
+	l.log.Debug("slowpath: fasthttp", "service", l.service, "msg", fmt.Sprintf(format, args...))
+}

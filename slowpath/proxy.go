@@ -1,0 +1,332 @@
+// Package slowpath is the HTTP/1.1 proxy for connections XDP cannot route
+// itself (see DESIGN.md §7): the TC program hands such a connection to a
+// listening socket on this host, and this package parses the requests,
+// routes each one with the same tables as XDP (package router), and forwards
+// it to the backend Maglev picks, over pooled keep-alive connections.
+//
+// One fasthttp.Server serves each listener, so a request's service (the
+// VIP:port the router keys on) is a property of the server that accepted it,
+// never of anything the client sent.
+package slowpath
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/rauta-lb/rauta/router"
+)
+
+// Router is what the proxy needs from a routing snapshot; *router.Table
+// implements it. Route returns router.ErrNoService, router.ErrNoRoute or a
+// *router.MethodNotAllowedError; Backends returns up to n backends in Maglev
+// preference order, none when the pool has no usable backend.
+//
+// Route's string arguments view the request's buffers without a copy: they
+// are valid only during the call, and an implementation that keeps one
+// (a cache key, say) must copy it. Both methods are called concurrently.
+type Router interface {
+	Route(service netip.AddrPort, method, host, path string) (pool string, err error)
+	Backends(pool string, client, service netip.AddrPort, n int) []netip.AddrPort
+}
+
+// Listener describes the service one listening socket serves.
+type Listener struct {
+	// Service is the VIP:port the connections were addressed to: the
+	// router's service key.
+	Service netip.AddrPort
+	// Name labels metrics and log lines; empty means Service.String().
+	Name string
+	// TLS terminates TLS on the listener; nil serves plain HTTP. Only
+	// http/1.1 is offered by ALPN whatever NextProtos says: the proxy does
+	// not speak h2.
+	TLS *tls.Config
+	// RedirectHTTPS answers every request with 308 to
+	// https://host[:HTTPSPort]/path?query instead of proxying it.
+	RedirectHTTPS bool
+	// HTTPSPort is left out of the Location when 0 or 443.
+	HTTPSPort uint16
+}
+
+// Options configure a Proxy. Zero values take the documented defaults.
+type Options struct {
+	// Logger receives the access log (Info) and connection-level errors
+	// (Debug). nil discards.
+	Logger *slog.Logger
+	// AccessLog writes one Info line per request. Off by default: at
+	// benchmark rates a log line costs more than the proxying.
+	AccessLog bool
+
+	// ConnectTimeout bounds one TCP connect to a backend. Default 5s.
+	ConnectTimeout time.Duration
+	// ReadHeaderTimeout bounds the wait for a request's header, from the
+	// connection's start or its first byte after an idle keep-alive wait.
+	// Default 10s: a slow-header client (slowloris) holds a connection no
+	// longer. The body then has until RequestTimeout.
+	ReadHeaderTimeout time.Duration
+	// IdleTimeout closes a client keep-alive connection idle this long.
+	// Default 60s.
+	IdleTimeout time.Duration
+	// RequestTimeout bounds a whole request: reading it, the backend's
+	// answer and streaming both bodies. Default 60s.
+	RequestTimeout time.Duration
+	// UpstreamIdleTimeout closes pooled backend connections idle this long.
+	// Default 4s: shorter than the 5s keep-alive of common servers (nginx
+	// 75s, Apache and Node 5s), so the proxy, not the backend, closes an
+	// idle connection and a request rarely meets one the backend just shut.
+	UpstreamIdleTimeout time.Duration
+
+	// MaxHeaderBytes limits the request line plus headers; larger requests
+	// get 431. Default 8 KiB (nginx's per-line buffer). It is also the size
+	// of each client connection's read buffer.
+	MaxHeaderBytes int
+	// MaxBodyBytes limits a request body; larger ones get 413. 0 (the
+	// default) means no limit: a proxy in front of applications should not
+	// guess their upload sizes (nginx's 1 MiB default is a common
+	// surprise), and bodies are streamed, so size costs no memory.
+	MaxBodyBytes int64
+	// MaxConnsPerBackend caps open connections to one backend; a request
+	// that finds all of them busy waits up to ConnectTimeout, then gets 503.
+	// 0 (default) means no cap, like nginx without max_conns.
+	MaxConnsPerBackend int
+
+	// NormalizePath is router.NormalizePath unless set (tests). It must
+	// return the origin-form path (and query) XDP would route.
+	NormalizePath func(raw string) (string, error)
+}
+
+const (
+	defaultConnectTimeout      = 5 * time.Second
+	defaultReadHeaderTimeout   = 10 * time.Second
+	defaultIdleTimeout         = 60 * time.Second
+	defaultRequestTimeout      = 60 * time.Second
+	defaultUpstreamIdleTimeout = 4 * time.Second
+	defaultMaxHeaderBytes      = 8 << 10
+	// upstreamReadBuffer must hold a backend's whole response header.
+	// Backends are trusted more than clients and send large Set-Cookie
+	// lines, so it is larger than the client's limit.
+	upstreamReadBuffer = 32 << 10
+	// backendChoices is how many Maglev choices a request may try: the
+	// first, and two more when connecting fails.
+	backendChoices = 3
+)
+
+func (o Options) withDefaults() Options {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.ConnectTimeout <= 0 {
+		o.ConnectTimeout = defaultConnectTimeout
+	}
+	if o.ReadHeaderTimeout <= 0 {
+		o.ReadHeaderTimeout = defaultReadHeaderTimeout
+	}
+	if o.IdleTimeout <= 0 {
+		o.IdleTimeout = defaultIdleTimeout
+	}
+	if o.RequestTimeout <= 0 {
+		o.RequestTimeout = defaultRequestTimeout
+	}
+	if o.UpstreamIdleTimeout <= 0 {
+		o.UpstreamIdleTimeout = defaultUpstreamIdleTimeout
+	}
+	if o.MaxHeaderBytes <= 0 {
+		o.MaxHeaderBytes = defaultMaxHeaderBytes
+	}
+	if o.MaxBodyBytes < 0 {
+		o.MaxBodyBytes = 0
+	}
+	if o.MaxConnsPerBackend <= 0 {
+		o.MaxConnsPerBackend = math.MaxInt32
+	}
+	if o.NormalizePath == nil {
+		o.NormalizePath = router.NormalizePath
+	}
+	return o
+}
+
+// ErrShutdown is returned by Serve once Shutdown has been called.
+var ErrShutdown = errors.New("slowpath: proxy shut down")
+
+// Proxy is the slow-path HTTP proxy. It is safe for concurrent use.
+type Proxy struct {
+	opts    Options
+	log     *slog.Logger
+	metrics *metrics
+
+	// router is swapped whole on reload; a request uses the one it loaded.
+	router atomic.Pointer[routerRef]
+
+	clientsMu sync.RWMutex
+	clients   map[netip.AddrPort]*fasthttp.HostClient
+
+	// bodies recycles trackedBody: one per proxied response would
+	// otherwise be the handler's only allocation of its own.
+	bodies sync.Pool
+
+	serversMu sync.Mutex
+	servers   []*fasthttp.Server
+	closed    bool
+}
+
+// routerRef boxes the interface for atomic.Pointer.
+type routerRef struct{ r Router }
+
+// New returns a proxy with no router: until SetRouter, requests get 503.
+func New(opts Options) *Proxy {
+	opts = opts.withDefaults()
+	return &Proxy{
+		opts:    opts,
+		log:     opts.Logger,
+		metrics: newMetrics(),
+		clients: make(map[netip.AddrPort]*fasthttp.HostClient),
+	}
+}
+
+// SetRouter installs the routing snapshot of a (re)loaded configuration.
+// Requests already routed finish with the backend they were given.
+func (p *Proxy) SetRouter(r Router) {
+	if r == nil {
+		p.router.Store(nil)
+		return
+	}
+	p.router.Store(&routerRef{r: r})
+}
+
+// Serve serves the listener's connections until Shutdown or an accept
+// error. ln is wrapped for TLS when l.TLS is set. Serve returns nil after
+// Shutdown.
+func (p *Proxy) Serve(ln net.Listener, l Listener) error {
+	svc := newService(p, l)
+	if l.TLS != nil {
+		cfg := l.TLS.Clone()
+		// ALPN: offer only what we speak, so h2 clients fall back to
+		// HTTP/1.1 instead of sending frames we would answer with 400.
+		cfg.NextProtos = []string{"http/1.1"}
+		ln = tls.NewListener(ln, cfg)
+	}
+	p.serversMu.Lock()
+	if p.closed {
+		p.serversMu.Unlock()
+		_ = ln.Close()
+		return ErrShutdown
+	}
+	p.servers = append(p.servers, svc.srv)
+	p.serversMu.Unlock()
+
+	if err := svc.srv.Serve(ln); err != nil {
+		p.serversMu.Lock()
+		closed := p.closed
+		p.serversMu.Unlock()
+		if closed {
+			return nil
+		}
+		return fmt.Errorf("slowpath: serve %s: %w", svc.name, err)
+	}
+	return nil
+}
+
+// Shutdown stops accepting, lets requests in flight finish (idle keep-alive
+// connections are closed at once; busy ones get Connection: close), and
+// closes idle backend connections. It returns ctx's error if requests are
+// still running when ctx ends.
+func (p *Proxy) Shutdown(ctx context.Context) error {
+	p.serversMu.Lock()
+	p.closed = true
+	servers := p.servers
+	p.servers = nil
+	p.serversMu.Unlock()
+
+	var errs []error
+	for _, s := range servers {
+		if err := s.ShutdownWithContext(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("slowpath: shutdown: %w", err))
+		}
+	}
+	p.clientsMu.RLock()
+	for _, hc := range p.clients {
+		hc.CloseIdleConnections()
+	}
+	p.clientsMu.RUnlock()
+	return errors.Join(errs...)
+}
+
+// client returns the pooled client of one backend, creating it on first
+// use. Reads take the read lock only: the map changes once per backend.
+func (p *Proxy) client(b netip.AddrPort) *fasthttp.HostClient {
+	p.clientsMu.RLock()
+	hc := p.clients[b]
+	p.clientsMu.RUnlock()
+	if hc != nil {
+		return hc
+	}
+	p.clientsMu.Lock()
+	defer p.clientsMu.Unlock()
+	if hc = p.clients[b]; hc != nil {
+		return hc
+	}
+	hc = p.newClient(b)
+	p.clients[b] = hc
+	return hc
+}
+
+func (p *Proxy) newClient(b netip.AddrPort) *fasthttp.HostClient {
+	dialer := &net.Dialer{Timeout: p.opts.ConnectTimeout}
+	addr := b.String()
+	return &fasthttp.HostClient{
+		Addr: addr,
+		// Our own dial marks its errors, so the handler can tell "nothing
+		// was sent" (safe to try the next backend) from every other failure.
+		Dial: func(addr string) (net.Conn, error) {
+			c, err := dialer.Dial("tcp", addr)
+			if err != nil {
+				return nil, &connectError{addr: addr, err: err}
+			}
+			return c, nil
+		},
+		MaxConns:            p.opts.MaxConnsPerBackend,
+		MaxConnWaitTimeout:  p.opts.ConnectTimeout,
+		MaxIdleConnDuration: p.opts.UpstreamIdleTimeout,
+		// The handler decides about retries (see forward); fasthttp's own
+		// would resend requests to the same backend after bytes were sent.
+		MaxIdemponentCallAttempts: 1,
+		ReadBufferSize:            upstreamReadBuffer,
+		// The path was normalised by the router's rules; fasthttp must send
+		// exactly that, not its own normalisation.
+		DisablePathNormalizing:   true,
+		NoDefaultUserAgentHeader: true,
+		StreamResponseBody:       true,
+		// LIFO keeps few connections warm under light load, so the idle
+		// timeout can close the rest.
+		ConnPoolStrategy: fasthttp.LIFO,
+	}
+}
+
+// connectError marks a failure to connect to a backend: no byte of the
+// request was sent.
+type connectError struct {
+	addr string
+	err  error
+}
+
+func (e *connectError) Error() string { return "connect " + e.addr + ": " + e.err.Error() }
+func (e *connectError) Unwrap() error { return e.err }
+
+// Timeout reports a connect timeout as one, for the 504 decision.
+func (e *connectError) Timeout() bool {
+	var ne net.Error
+	return errors.As(e.err, &ne) && ne.Timeout()
+}
+
+// The router package's table is what the daemon passes to SetRouter.
+var _ Router = (*router.Table)(nil)
