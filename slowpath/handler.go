@@ -140,11 +140,6 @@ func (s *service) handle(ctx *fasthttp.RequestCtx) {
 	if logOn {
 		info.path = strings.Clone(path)
 	}
-	if s.l.RedirectHTTPS {
-		s.redirect(ctx, host, path, &info)
-		return
-	}
-
 	ref := p.router.Load()
 	if ref == nil {
 		s.fail(ctx, reasonNotConfigured, &info)
@@ -157,6 +152,10 @@ func (s *service) handle(ctx *fasthttp.RequestCtx) {
 		case errors.As(err, &mna):
 			ctx.Response.Header.Set(fasthttp.HeaderAllow, strings.Join(mna.Allow, ", "))
 			s.fail(ctx, reasonMethodNotAllowed, &info)
+		case s.l.RedirectHTTPS && (errors.Is(err, router.ErrNoRoute) || errors.Is(err, router.ErrNoService)):
+			// Routes of a redirecting service still serve (ACME
+			// challenges over http); everything else moves to https.
+			s.redirect(ctx, host, path, &info)
 		case errors.Is(err, router.ErrNoService):
 			s.fail(ctx, reasonNoService, &info)
 		case errors.Is(err, router.ErrNoRoute):

@@ -51,7 +51,7 @@ type Listener struct {
 	// http/1.1 is offered by ALPN whatever NextProtos says: the proxy does
 	// not speak h2.
 	TLS *tls.Config
-	// RedirectHTTPS answers every request with 308 to
+	// RedirectHTTPS answers every request no route matches with 308 to
 	// https://host[:HTTPSPort]/path?query instead of proxying it.
 	RedirectHTTPS bool
 	// HTTPSPort is left out of the Location when 0 or 443.

@@ -445,7 +445,15 @@ func TestBackendDiesMidResponse(t *testing.T) {
 }
 
 func TestRedirectHTTPS(t *testing.T) {
-	_, addr := startProxy(t, Options{}, Listener{Service: vip, RedirectHTTPS: true, HTTPSPort: 8443}, nil)
+	// A redirecting service still serves its routes (ACME challenges);
+	// everything else moves to https.
+	be := startBackend(t, nameHandler("acme"))
+	acme := &fakeRouter{service: vip, routes: []fakeRoute{{prefix: "/.well-known/", pool: "p"}},
+		pools: map[string][]netip.AddrPort{"p": {be.addr}}}
+	_, addr := startProxy(t, Options{}, Listener{Service: vip, RedirectHTTPS: true, HTTPSPort: 8443}, acme)
+	if resp, _ := rawRequest(t, addr, "GET /.well-known/acme-challenge/x HTTP/1.1\r\nHost: example.com\r\n\r\n"); resp.StatusCode != 200 {
+		t.Fatalf("routed request on a redirecting service: status %d, want it proxied", resp.StatusCode)
+	}
 	resp, _ := rawRequest(t, addr, "GET /a//b?q=1 HTTP/1.1\r\nHost: example.com:8080\r\n\r\n")
 	if resp.StatusCode != 308 {
 		t.Fatalf("status %d", resp.StatusCode)
@@ -453,7 +461,7 @@ func TestRedirectHTTPS(t *testing.T) {
 	if l := resp.Header.Get("Location"); l != "https://example.com:8443/a/b?q=1" {
 		t.Errorf("Location %q", l)
 	}
-	_, addr = startProxy(t, Options{}, Listener{Service: vip, RedirectHTTPS: true, HTTPSPort: 443}, nil)
+	_, addr = startProxy(t, Options{}, Listener{Service: vip, RedirectHTTPS: true, HTTPSPort: 443}, acme)
 	resp, _ = rawRequest(t, addr, "GET / HTTP/1.1\r\nHost: [2001:db8::1]:80\r\n\r\n")
 	if l := resp.Header.Get("Location"); resp.StatusCode != 308 || l != "https://[2001:db8::1]/" {
 		t.Errorf("%d Location %q", resp.StatusCode, l)

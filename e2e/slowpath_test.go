@@ -1,0 +1,377 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rauta-lb/rauta/certs"
+	"github.com/rauta-lb/rauta/tools/backend"
+	"github.com/rauta-lb/rauta/tools/testbed"
+)
+
+// slowpathConfig has routes XDP handles and requests that only the slow
+// path can: pools api (b1), secret (b2), web (b3) and flaky (b4, a server
+// that dies mid-response). %CERTS% is replaced by the https service's
+// certificate list.
+const slowpathConfig = `interfaces: [eth1, eth2]
+bpffs: %PINS%
+services:
+  - name: site
+    vip: 10.0.0.100
+    port: 80
+    protocol: http
+    routes:
+      - path: /api/
+        pool: api
+      - path: /secret/
+        pool: secret
+      - path: /admin/
+        methods: [GET, HEAD]
+        pool: api
+      - path: /bytes/
+        pool: web
+      - path: /upload
+        pool: web
+      - path: /flaky/
+        pool: flaky
+  - name: site-tls
+    vip: 10.0.0.100
+    port: 443
+    protocol: https
+    tls:
+      certificates:
+%CERTS%
+    routes:
+      - path: /
+        pool: web
+pools:
+  api:
+    backends:
+      - address: 10.0.1.11:80
+  secret:
+    backends:
+      - address: 10.0.1.12:80
+  web:
+    backends:
+      - address: 10.0.1.13:80
+  flaky:
+    backends:
+      - address: 10.0.1.14:80
+`
+
+// slowBed is a testbed running slowpathConfig with certificates for
+// a.example.com (the default) and b.example.com.
+type slowBed struct {
+	tb *testbed.Testbed
+	d  *daemon
+}
+
+func newSlowBed(t *testing.T) *slowBed {
+	t.Helper()
+	requireRoot(t)
+	tb := testbed.NewT(t, testbed.Options{Backends: 4})
+	for i, ns := range tb.Backends[:3] {
+		ln, err := ns.Listen("tcp", ":80")
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := backend.New(fmt.Sprintf("b%d", i+1))
+		go srv.Serve(ln)
+		t.Cleanup(func() { srv.Close() })
+	}
+	startDyingBackend(t, tb.Backends[3])
+
+	dir := t.TempDir()
+	var list strings.Builder
+	for _, name := range []string{"a.example.com", "b.example.com"} {
+		cert, key, err := certs.WriteSelfSigned(dir, []string{name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(&list, "        - {cert: %s, key: %s}\n", cert, key)
+	}
+	cfg := strings.Replace(slowpathConfig, "%CERTS%\n", list.String(), 1)
+	return &slowBed{tb: tb, d: startDaemon(t, tb, cfg)}
+}
+
+// startDyingBackend answers every request with a promise of 1 MB and
+// closes the connection after 10 bytes of it.
+func startDyingBackend(t *testing.T, ns *testbed.Namespace) {
+	t.Helper()
+	ln, err := ns.Listen("tcp", ":80")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer conn.Close()
+				conn.SetDeadline(time.Now().Add(5 * time.Second))
+				r := bufio.NewReader(conn)
+				for {
+					line, err := r.ReadString('\n')
+					if err != nil || line == "\r\n" {
+						break
+					}
+				}
+				io.WriteString(conn, "HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n0123456789")
+			}()
+		}
+	}()
+}
+
+// raw opens a TCP connection from the client to the VIP.
+func (b *slowBed) raw(t *testing.T, port int) net.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	conn, err := b.tb.Client.DialContext(ctx, "tcp", fmt.Sprintf("10.0.0.100:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+// response reads one response from conn.
+func response(t *testing.T, conn net.Conn, method string) (*http.Response, string) {
+	t.Helper()
+	resp, err := http.ReadResponse(bufio.NewReader(conn), &http.Request{Method: method})
+	if err != nil {
+		t.Fatalf("read response: %v", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("read body: %v", err)
+	}
+	return resp, string(body)
+}
+
+func TestSlowPathAnswersWhatXDPCannotRoute(t *testing.T) {
+	b := newSlowBed(t)
+
+	t.Run("request line and Host in separate segments", func(t *testing.T) {
+		conn := b.raw(t, 80)
+		conn.(interface{ SetNoDelay(bool) error }).SetNoDelay(true)
+		io.WriteString(conn, "GET /api/split HTTP/1.1\r\n")
+		time.Sleep(50 * time.Millisecond)
+		io.WriteString(conn, "Host: example.com\r\nConnection: close\r\n\r\n")
+		resp, body := response(t, conn, "GET")
+		if resp.StatusCode != 200 || resp.Header.Get("X-Backend") != "b1" || !strings.Contains(body, "path=/api/split") {
+			t.Fatalf("got %d from %q: %q", resp.StatusCode, resp.Header.Get("X-Backend"), body)
+		}
+		if xff := resp.Header.Get("X-Peer"); xff == "" {
+			t.Fatal("backend saw no peer")
+		}
+	})
+
+	cases := []struct {
+		name, path, method string
+		status             int
+		backend            string
+	}{
+		{"no route", "/nothing/here", "GET", 404, ""},
+		{"method not allowed", "/admin/x", "DELETE", 405, ""},
+		{"dot segments", "/api/../secret/x", "GET", 200, "b2"},
+		{"escaped dot segments", "/api/%2e%2e/secret/x", "GET", 200, "b2"},
+		{"escaped unreserved", "/%61pi/x", "GET", 200, "b1"},
+		{"repeated slashes", "//secret//x", "GET", 200, "b2"},
+		{"above the root", "/../secret/x", "GET", 400, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			conn := b.raw(t, 80)
+			fmt.Fprintf(conn, "%s %s HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n", tc.method, tc.path)
+			resp, body := response(t, conn, tc.method)
+			if resp.StatusCode != tc.status {
+				t.Fatalf("%s %s: status %d, want %d: %q", tc.method, tc.path, resp.StatusCode, tc.status, body)
+			}
+			if got := resp.Header.Get("X-Backend"); got != tc.backend {
+				t.Fatalf("%s %s: answered by %q, want %q", tc.method, tc.path, got, tc.backend)
+			}
+			if tc.status == 405 && resp.Header.Get("Allow") != "GET, HEAD" {
+				t.Fatalf("405 Allow = %q, want \"GET, HEAD\"", resp.Header.Get("Allow"))
+			}
+			if tc.backend != "" && !strings.Contains(body, "path=/secret/x") && !strings.Contains(body, "path=/api/x") {
+				t.Fatalf("backend saw %q, want the normalised path", body)
+			}
+		})
+	}
+}
+
+func TestSlowPathTLSChoosesCertificateBySNI(t *testing.T) {
+	b := newSlowBed(t)
+	for _, tc := range []struct{ sni, want string }{
+		{"a.example.com", "a.example.com"},
+		{"b.example.com", "b.example.com"},
+		{"", "a.example.com"},
+		{"unknown.example.org", "a.example.com"},
+	} {
+		conn := b.raw(t, 443)
+		tc := tc
+		tlsConn := tls.Client(conn, &tls.Config{ServerName: tc.sni, InsecureSkipVerify: true, NextProtos: []string{"h2", "http/1.1"}})
+		if err := tlsConn.Handshake(); err != nil {
+			t.Fatalf("SNI %q: handshake: %v", tc.sni, err)
+		}
+		state := tlsConn.ConnectionState()
+		if got := state.PeerCertificates[0].DNSNames; len(got) == 0 || got[0] != tc.want {
+			t.Errorf("SNI %q: certificate for %v, want %s", tc.sni, got, tc.want)
+		}
+		if state.NegotiatedProtocol != "http/1.1" {
+			t.Errorf("SNI %q: ALPN %q, want http/1.1", tc.sni, state.NegotiatedProtocol)
+		}
+		fmt.Fprintf(tlsConn, "GET /tls HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", tc.want)
+		resp, body := response(t, tlsConn, "GET")
+		if resp.StatusCode != 200 || resp.Header.Get("X-Backend") != "b3" {
+			t.Fatalf("SNI %q: %d from %q: %q", tc.sni, resp.StatusCode, resp.Header.Get("X-Backend"), body)
+		}
+	}
+}
+
+func TestSlowPathClosesGarbageCleanly(t *testing.T) {
+	b := newSlowBed(t)
+	garbage := map[string][]byte{
+		"TLS ClientHello on port 80": clientHello(t),
+		"HTTP/2 preface":             []byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x12\x04\x00\x00\x00\x00\x00"),
+		"random bytes":               randomBytes(t, 512),
+	}
+	for name, payload := range garbage {
+		t.Run(name, func(t *testing.T) {
+			conn := b.raw(t, 80)
+			conn.Write(payload)
+			// Whatever the answer (400 or nothing), the connection must end.
+			if _, err := io.Copy(io.Discard, conn); err != nil {
+				t.Fatalf("connection not closed cleanly: %v", err)
+			}
+			// The next client is served.
+			next := b.raw(t, 80)
+			io.WriteString(next, "GET /api/%61fter HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n")
+			resp, body := response(t, next, "GET")
+			if resp.StatusCode != 200 || !strings.Contains(body, "path=/api/after") {
+				t.Fatalf("next client: %d %q", resp.StatusCode, body)
+			}
+		})
+	}
+}
+
+func clientHello(t *testing.T) []byte {
+	t.Helper()
+	client, server := net.Pipe()
+	defer client.Close()
+	defer server.Close()
+	go tls.Client(client, &tls.Config{ServerName: "a.example.com"}).Handshake()
+	buf := make([]byte, 4096)
+	server.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, err := server.Read(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return buf[:n]
+}
+
+func randomBytes(t *testing.T, n int) []byte {
+	t.Helper()
+	b := make([]byte, n)
+	rand.Read(b)
+	return b
+}
+
+// slowClient sends requests through the slow path: plain on port 80 (the
+// caller escapes a character of the path, which XDP will not route), or
+// TLS on 443.
+func (b *slowBed) slowClient(tlsOn bool) *http.Client {
+	tr := &http.Transport{DialContext: b.tb.Client.DialContext, MaxIdleConns: 1}
+	if tlsOn {
+		tr.TLSClientConfig = &tls.Config{ServerName: "b.example.com", InsecureSkipVerify: true}
+	}
+	return &http.Client{Timeout: 60 * time.Second, Transport: tr}
+}
+
+func TestSlowPathLargeTransfersByteExact(t *testing.T) {
+	b := newSlowBed(t)
+	for _, tc := range []struct {
+		name string
+		tls  bool
+		base string
+	}{
+		{"plain", false, "http://10.0.0.100/%62ytes/"},
+		{"tls", true, "https://10.0.0.100/bytes/"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := b.slowClient(tc.tls)
+			const down = 50 << 20
+			resp, err := c.Get(fmt.Sprintf("%s%d", tc.base, down))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := sha256.New()
+			n, err := io.Copy(got, resp.Body)
+			resp.Body.Close()
+			if err != nil || n != down {
+				t.Fatalf("download: %d of %d bytes: %v", n, down, err)
+			}
+			want := sha256.New()
+			io.Copy(want, backend.Pattern(down))
+			if !bytes.Equal(got.Sum(nil), want.Sum(nil)) {
+				t.Fatal("50 MB download is not byte-exact")
+			}
+
+			const up = 10 << 20
+			body := randomBytes(t, up)
+			url := strings.Replace(tc.base, "/%62ytes/", "/%75pload", 1)
+			url = strings.Replace(url, "/bytes/", "/upload", 1)
+			resp, err = c.Post(url, "application/octet-stream", bytes.NewReader(body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			echo, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			sum := sha256.Sum256(body)
+			if strings.TrimSpace(string(echo)) != hex.EncodeToString(sum[:]) {
+				t.Fatalf("10 MB upload: backend saw sha256 %q, want %x", echo, sum)
+			}
+		})
+	}
+}
+
+func TestSlowPathBackendDyingCostsOneRequest(t *testing.T) {
+	b := newSlowBed(t)
+	conn := b.raw(t, 80)
+	// Keep-alive: the dying backend's request, then a healthy one on a new
+	// connection (the proxy closes the client connection whose response it
+	// cannot finish).
+	io.WriteString(conn, "GET /fl%61ky/x HTTP/1.1\r\nHost: example.com\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err == nil {
+		n, copyErr := io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if copyErr == nil && n == 1000000 {
+			t.Fatal("a response the backend never finished arrived whole")
+		}
+	}
+	next := b.raw(t, 80)
+	io.WriteString(next, "GET /api/%61live HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n")
+	resp2, body := response(t, next, "GET")
+	if resp2.StatusCode != 200 || !strings.Contains(body, "path=/api/alive") {
+		t.Fatalf("next request: %d %q", resp2.StatusCode, body)
+	}
+}
