@@ -174,7 +174,8 @@ type bpfService struct {
 type bpfServiceFlags uint32
 
 const (
-	bpfServiceFlagsSERVICE_HTTP bpfServiceFlags = 1
+	bpfServiceFlagsSERVICE_HTTP     bpfServiceFlags = 1
+	bpfServiceFlagsSERVICE_SLOWPATH bpfServiceFlags = 2
 )
 
 type bpfServiceKey struct {
@@ -208,7 +209,8 @@ const (
 	bpfSlowpathReasonSLOW_NO_ROUTE    bpfSlowpathReason = 11
 	bpfSlowpathReasonSLOW_METHOD      bpfSlowpathReason = 12
 	bpfSlowpathReasonSLOW_STASH_FULL  bpfSlowpathReason = 13
-	bpfSlowpathReasonSLOW_MAX         bpfSlowpathReason = 14
+	bpfSlowpathReasonSLOW_SERVICE     bpfSlowpathReason = 14
+	bpfSlowpathReasonSLOW_MAX         bpfSlowpathReason = 15
 )
 
 type bpfSpliceState uint32

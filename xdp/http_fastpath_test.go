@@ -15,6 +15,7 @@ import (
 
 	"github.com/google/gopacket/layers"
 
+	"github.com/rauta-lb/rauta/loader"
 	"github.com/rauta-lb/rauta/syncookie"
 	"github.com/rauta-lb/rauta/xdp"
 )
@@ -926,4 +927,63 @@ func TestHTTPBodyLooksLikeRequest(t *testing.T) {
 	in := c.fromClient(tcpFlags{ACK: true, PSH: true}, c.isn+1+uint32(len(head)), c.cookie+1, body)
 	e.step(t, spStep{in: e.eth1, frame: in.frame(), verdict: xdpRedirect,
 		counters: []xdp.Counter{xdp.CounterForwarded}, out: toBackendOut(in, beA, 0x5001).frame()})
+}
+
+// TestHTTPSlowpathService: a service flagged slow-path only (by the loader,
+// asked for or because a route needs the slow path) still answers the
+// handshake with a cookie, but its first request is not even parsed: the
+// flow is marked slow path with reason "service" and the segment passed.
+func TestHTTPSlowpathService(t *testing.T) {
+	e := newSpliceEnv(t)
+	for _, tc := range []struct {
+		name  string
+		apply func(*loader.State)
+	}{
+		{"asked-for", func(s *loader.State) { s.Services[0].SlowpathOnly = true }},
+		{"wildcard-route", func(s *loader.State) {
+			s.Services[0].Routes = append(s.Services[0].Routes, loader.Route{Host: "*.example.com", Path: "/", Pool: "b"})
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := routedState()
+			tc.apply(&s)
+			e.apply(t, s)
+			defer e.apply(t, routedState())
+			if e.serviceID(t, "site") != e.sid {
+				t.Fatal("the service changed id")
+			}
+
+			c := e.conn(49200, 0x0600_0000, 7)
+			in := c.fromClient(syn, c.isn, 0, nil)
+			in.opts = []byte{2, 4, 0x05, 0xb4, 1, 3, 3, 7}
+			e.step(t, spStep{in: e.eth1, frame: in.frame(), verdict: xdpRedirect,
+				counters: []xdp.Counter{xdp.CounterSYNCookiesSent},
+				out: spSeg{srcMAC: eth1MAC, dstMAC: clientMAC, src: vipWeb, dst: c.cl, df: true, ttl: 64,
+					seq: c.cookie, ack: c.isn + 1, flags: synAck, window: 1460, opts: lbOpts(1460, 7)}.frame()})
+			e.noFlow(t, c.fwd(), "after the SYN")
+
+			// A request XDP would route to pool a goes to the kernel.
+			req := c.fromClient(tcpFlags{ACK: true, PSH: true}, c.isn+1, c.cookie+1, httpGet("x.test", "/a/x"))
+			r := slowReason(t, "service")
+			e.step(t, spStep{in: e.eth1, frame: req.frame(), verdict: xdpPass,
+				counters: []xdp.Counter{xdp.CounterSlowpath}, slow: []xdp.SlowpathReason{r}})
+			e.checkFlow(t, c.fwd(), xdp.Flow{Direction: xdp.ToBackend, ServiceId: e.sid, ClientIsn: c.isn,
+				LbIsn: c.cookie, Mss: c.co.MSS, ClientWscale: c.co.WScale, ClientWindow: c.window,
+				Splice: xdp.SpliceSlowpath, Reason: uint16(r)})
+			if _, ok := e.stash(t, c.fwd()); ok {
+				t.Error("a slow-path service's request was stashed")
+			}
+			e.noFlow(t, c.rev(beA), "reverse entry of a slow-path service's flow")
+			// and so does the rest of the connection
+			more := c.fromClient(ackOnly, c.isn+1+uint32(len(req.payload)), c.cookie+1, []byte("more"))
+			e.step(t, spStep{in: e.eth1, frame: more.frame(), verdict: xdpPass,
+				counters: []xdp.Counter{xdp.CounterPassNotService}})
+
+			// A bad cookie is still dropped, as for any HTTP service.
+			bad := c.fromClient(tcpFlags{ACK: true, PSH: true}, c.isn+1, c.cookie+2, httpGet("x.test", "/a/x"))
+			bad.src = netip.AddrPortFrom(client, 49201)
+			e.step(t, spStep{in: e.eth1, frame: bad.frame(), verdict: xdpDrop,
+				counters: []xdp.Counter{xdp.CounterDropBadCookie}})
+		})
+	}
 }

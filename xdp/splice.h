@@ -233,6 +233,10 @@ static __always_inline int http_first_segment(struct xdp_md *ctx, struct packet 
 	f.client_wscale = o.wscale;
 	f.client_window = bpf_ntohs(tcp->window);
 
+	/* Not even parsed: the slow path routes all of this service. */
+	if (svc->flags & SERVICE_SLOWPATH)
+		return to_slowpath(pkt, svc, &f, SLOW_SERVICE);
+
 	s = bpf_map_lookup_elem(&http_scratch, &zero);
 	if (!s)
 		return XDP_DROP;

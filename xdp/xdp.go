@@ -60,6 +60,8 @@ func SlowpathReasonName(r SlowpathReason) string {
 		return "method"
 	case bpfSlowpathReasonSLOW_STASH_FULL:
 		return "stash_full"
+	case bpfSlowpathReasonSLOW_SERVICE:
+		return "service"
 	}
 	return fmt.Sprintf("reason_%d", r)
 }
@@ -71,8 +73,13 @@ type (
 	Pool     = bpfPool
 )
 
-// ServiceHTTP flags an HTTP service in Service.Flags.
-const ServiceHTTP = uint32(bpfServiceFlagsSERVICE_HTTP)
+// Service.Flags bits. ServiceHTTP flags an HTTP service; ServiceSlowpath,
+// with it, sends every connection of the service to the slow path after the
+// SYN-cookie handshake (no request is routed in XDP).
+const (
+	ServiceHTTP     = uint32(bpfServiceFlagsSERVICE_HTTP)
+	ServiceSlowpath = uint32(bpfServiceFlagsSERVICE_SLOWPATH)
+)
 
 // Splice states of HTTP flows (Flow.Splice).
 const (

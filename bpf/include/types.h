@@ -32,6 +32,13 @@ enum service_flags {
 	/* HTTP service: handshakes answered with SYN cookies, the first request
 	 * routed by host and path, the connection spliced onto a backend's. */
 	SERVICE_HTTP = 1,
+	/* With SERVICE_HTTP: handshakes are still answered with SYN cookies,
+	 * but no request is routed in XDP; every connection goes to the slow
+	 * path (SLOW_SERVICE). The loader sets it when a route of the service
+	 * cannot be expressed in XDP (wildcard host, over-long host or path, a
+	 * method without a bit): routing some requests in XDP and others in
+	 * the slow path would let the two disagree on which route wins. */
+	SERVICE_SLOWPATH = 2,
 };
 
 /* HTTP routes: one LPM lookup finds the longest path prefix for a host. The
@@ -166,6 +173,7 @@ enum slowpath_reason {
 	SLOW_NO_ROUTE,
 	SLOW_METHOD,
 	SLOW_STASH_FULL,
+	SLOW_SERVICE,    /* the service is slow-path only (SERVICE_SLOWPATH) */
 	SLOW_MAX,
 };
 
