@@ -62,6 +62,12 @@ func SlowpathReasonName(r SlowpathReason) string {
 		return "stash_full"
 	case bpfSlowpathReasonSLOW_SERVICE:
 		return "service"
+	case bpfSlowpathReasonSLOW_BAD_LENGTH:
+		return "bad_content_length"
+	case bpfSlowpathReasonSLOW_CHUNKED:
+		return "chunked"
+	case bpfSlowpathReasonSLOW_PIPELINED:
+		return "pipelined"
 	}
 	return fmt.Sprintf("reason_%d", r)
 }
@@ -88,6 +94,16 @@ const (
 	SpliceEstablished = uint8(bpfSpliceStateSPLICE_ESTABLISHED)
 	SpliceSlowpath    = uint8(bpfSpliceStateSPLICE_SLOWPATH)
 	SpliceOrphan      = uint8(bpfSpliceStateSPLICE_ORPHAN)
+)
+
+// How a spliced flow reads the client's bytes after the current request
+// (Flow.Framing): the next request at Flow.ReqNext; after a request that
+// asked for an upgrade, whatever is not a request there switches the flow
+// to opaque, where nothing is parsed any more.
+const (
+	FramingHTTP    = uint8(bpfHttpFramingFRAMING_HTTP)
+	FramingUpgrade = uint8(bpfHttpFramingFRAMING_UPGRADE)
+	FramingOpaque  = uint8(bpfHttpFramingFRAMING_OPAQUE)
 )
 
 // Method bits of Route.Methods.
