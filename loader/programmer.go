@@ -30,6 +30,11 @@ type Service struct {
 	// HTTP services route each connection's first request instead.
 	HTTP   bool
 	Routes []Route
+	// SlowpathOnly (HTTP services) keeps XDP from routing any request of
+	// the service: it still answers the handshake with SYN cookies, then
+	// hands every connection to the slow path. Apply also sets it by
+	// itself when a route cannot be expressed in XDP (see Unroutable).
+	SlowpathOnly bool
 }
 
 // Route sends requests for a host (empty: any host) and path prefix (or
@@ -44,6 +49,37 @@ type Route struct {
 
 // ErrUnroutable is returned for a route XDP cannot match on raw bytes.
 var ErrUnroutable = errors.New("route cannot be matched in XDP")
+
+// Unroutable returns why XDP cannot route the HTTP service svc (an error
+// wrapping ErrUnroutable), or nil when it can: a wildcard host, a host or
+// path longer than the route key holds, a method without a bit.
+//
+// Such a service is programmed slow-path only (ServiceSlowpath) rather than
+// rejected, and none of its routes is written: XDP routing the requests its
+// routes can express while the slow path routes the rest would let the two
+// disagree on which route wins (a request for a.example.com matching a
+// host-less "/" route in XDP where the slow path picks "*.example.com").
+// Connections XDP spliced before the service turned slow-path only then
+// find no route for their next request and are reset, as any unroutable
+// later request is.
+func Unroutable(svc Service) error {
+	for _, r := range svc.Routes {
+		if _, err := RouteKey(0, r.Host, r.Path, r.Exact); err != nil {
+			return fmt.Errorf("service %s: %w", svc.Name, err)
+		}
+		for _, m := range r.Methods {
+			if xdp.MethodBit(m) == 0 {
+				return fmt.Errorf("service %s: method %q: %w", svc.Name, m, ErrUnroutable)
+			}
+		}
+	}
+	return nil
+}
+
+// slowpathOnly says whether XDP leaves every request of svc to the slow path.
+func slowpathOnly(svc Service) bool {
+	return svc.HTTP && (svc.SlowpathOnly || Unroutable(svc) != nil)
+}
 
 // Pool is a set of weighted backends behind one Maglev table.
 type Pool struct {
@@ -338,6 +374,9 @@ func (p *Programmer) writeService(svc Service, table poolTable) (programmedServi
 	if svc.HTTP {
 		value.Flags = xdp.ServiceHTTP
 	}
+	if slowpathOnly(svc) {
+		value.Flags |= xdp.ServiceSlowpath
+	}
 	if err := p.objs.Services.Put(key, &value); err != nil {
 		return programmedService{}, fmt.Errorf("service %s: write: %w", svc.Name, err)
 	}
@@ -416,6 +455,10 @@ func RouteKey(serviceID uint32, host, path string, exact bool) (xdp.RouteKey, er
 }
 
 func (p *Programmer) writeRoutes(svc Service, serviceID uint32, written map[xdp.RouteKey]bool) error {
+	if slowpathOnly(svc) {
+		// No route at all: see Unroutable.
+		return nil
+	}
 	for _, r := range svc.Routes {
 		key, err := RouteKey(serviceID, r.Host, r.Path, r.Exact)
 		if err != nil {

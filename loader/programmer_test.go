@@ -1,8 +1,10 @@
 package loader
 
 import (
+	"errors"
 	"net/netip"
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -169,5 +171,94 @@ func TestApplyRejectsUnknownPool(t *testing.T) {
 	s.Services[0].Pool = "missing"
 	if err := p.Apply(s); err == nil {
 		t.Fatal("Apply accepted a service with an unknown pool")
+	}
+}
+
+// httpState is one HTTP service on 10.0.0.100:80 with routes rs to pool app.
+func httpState(rs ...Route) State {
+	s := state(be("10.0.1.11:80", 1))
+	s.Services[0].Pool = ""
+	s.Services[0].HTTP = true
+	s.Services[0].Routes = rs
+	return s
+}
+
+// routeCount counts the routes map's entries.
+func routeCount(t *testing.T, objs *xdp.Objects) int {
+	t.Helper()
+	n := 0
+	var k xdp.RouteKey
+	var r xdp.Route
+	iter := objs.Routes.Iterate()
+	for iter.Next(&k, &r) {
+		n++
+	}
+	if err := iter.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestApplySlowpathOnly: a service XDP cannot route (asked for, or with a
+// route or method XDP cannot express) is programmed with ServiceSlowpath and
+// no routes instead of failing Apply; fixing its routes brings them back.
+func TestApplySlowpathOnly(t *testing.T) {
+	plain := Route{Path: "/", Pool: "app"}
+	cases := []struct {
+		name  string
+		state State
+	}{
+		{"asked-for", func() State { s := httpState(plain); s.Services[0].SlowpathOnly = true; return s }()},
+		{"wildcard-host", httpState(plain, Route{Host: "*.example.com", Path: "/", Pool: "app"})},
+		{"host-too-long", httpState(plain, Route{Host: strings.Repeat("h", 65), Path: "/", Pool: "app"})},
+		{"path-too-long", httpState(plain, Route{Path: "/" + strings.Repeat("p", 127), Pool: "app"})},
+		{"method-without-bit", httpState(Route{Path: "/", Methods: []string{"PROPFIND"}, Pool: "app"})},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			p, objs := newProgrammer(t)
+			if !tc.state.Services[0].SlowpathOnly {
+				if err := Unroutable(tc.state.Services[0]); !errors.Is(err, ErrUnroutable) {
+					t.Errorf("Unroutable = %v, want ErrUnroutable", err)
+				}
+			}
+			if err := p.Apply(tc.state); err != nil {
+				t.Fatalf("Apply: %v", err)
+			}
+			if svc := lookupService(t, objs); svc.Flags != xdp.ServiceHTTP|xdp.ServiceSlowpath {
+				t.Errorf("flags %#x, want HTTP|slowpath", svc.Flags)
+			}
+			if n := routeCount(t, objs); n != 0 {
+				t.Errorf("%d routes written for a slow-path-only service", n)
+			}
+			// The pool stays programmed: the slow path picks its backends
+			// with the same Maglev tables.
+			var pool xdp.Pool
+			if err := objs.Pools.Lookup(p.poolIDs.byKey["app"], &pool); err != nil || pool.TableSize != 13 {
+				t.Errorf("pool entry %+v (%v), want its table", pool, err)
+			}
+
+			// Routes XDP can express: the flag goes, the routes come.
+			fixed := httpState(plain)
+			if err := Unroutable(fixed.Services[0]); err != nil {
+				t.Fatalf("Unroutable(%+v) = %v", fixed.Services[0], err)
+			}
+			if err := p.Apply(fixed); err != nil {
+				t.Fatal(err)
+			}
+			if svc := lookupService(t, objs); svc.Flags != xdp.ServiceHTTP {
+				t.Errorf("flags %#x after fixing the routes, want HTTP only", svc.Flags)
+			}
+			if n := routeCount(t, objs); n != 1 {
+				t.Errorf("%d routes after fixing the routes, want 1", n)
+			}
+			// And back: the routes go again.
+			if err := p.Apply(tc.state); err != nil {
+				t.Fatal(err)
+			}
+			if n := routeCount(t, objs); n != 0 {
+				t.Errorf("%d routes left after turning slow-path only", n)
+			}
+		})
 	}
 }

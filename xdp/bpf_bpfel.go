@@ -76,6 +76,9 @@ type bpfFlow struct {
 	Reason        uint16
 	PoolId        uint32
 	SndNxt        uint32
+	ReqNext       uint32
+	Framing       uint8
+	_             [3]byte
 	NhIfindex     uint32
 	NhLen         uint16
 	NhDmac        [6]uint8
@@ -108,6 +111,14 @@ const (
 	bpfFlowStateFLOW_CLOSED  bpfFlowState = 2
 )
 
+type bpfHttpFraming uint32
+
+const (
+	bpfHttpFramingFRAMING_HTTP    bpfHttpFraming = 0
+	bpfHttpFramingFRAMING_UPGRADE bpfHttpFraming = 1
+	bpfHttpFramingFRAMING_OPAQUE  bpfHttpFraming = 2
+)
+
 type bpfHttpMethod uint32
 
 const (
@@ -123,7 +134,7 @@ const (
 
 type bpfHttpScratch struct {
 	_   structs.HostLayout
-	Buf [1024]uint8
+	Buf [2048]uint8
 	Key bpfRouteKey
 	P   struct {
 		_       structs.HostLayout
@@ -139,7 +150,12 @@ type bpfHttpScratch struct {
 		SegLen  uint32
 		SegDots uint32
 		Prev    uint32
-		_       [4]byte
+		Names   uint32
+		Hosts   uint32
+		HasClen uint32
+		Upgrade uint32
+		HdrEnd  uint32
+		Clen    uint64
 	}
 }
 
@@ -174,7 +190,8 @@ type bpfService struct {
 type bpfServiceFlags uint32
 
 const (
-	bpfServiceFlagsSERVICE_HTTP bpfServiceFlags = 1
+	bpfServiceFlagsSERVICE_HTTP     bpfServiceFlags = 1
+	bpfServiceFlagsSERVICE_SLOWPATH bpfServiceFlags = 2
 )
 
 type bpfServiceKey struct {
@@ -208,7 +225,11 @@ const (
 	bpfSlowpathReasonSLOW_NO_ROUTE    bpfSlowpathReason = 11
 	bpfSlowpathReasonSLOW_METHOD      bpfSlowpathReason = 12
 	bpfSlowpathReasonSLOW_STASH_FULL  bpfSlowpathReason = 13
-	bpfSlowpathReasonSLOW_MAX         bpfSlowpathReason = 14
+	bpfSlowpathReasonSLOW_SERVICE     bpfSlowpathReason = 14
+	bpfSlowpathReasonSLOW_BAD_LENGTH  bpfSlowpathReason = 15
+	bpfSlowpathReasonSLOW_CHUNKED     bpfSlowpathReason = 16
+	bpfSlowpathReasonSLOW_PIPELINED   bpfSlowpathReason = 17
+	bpfSlowpathReasonSLOW_MAX         bpfSlowpathReason = 18
 )
 
 type bpfSpliceState uint32
@@ -257,6 +278,7 @@ const (
 	bpfVarUnusedCounter        = "unused_counter"
 	bpfVarUnusedFlowDirection  = "unused_flow_direction"
 	bpfVarUnusedFlowState      = "unused_flow_state"
+	bpfVarUnusedHttpFraming    = "unused_http_framing"
 	bpfVarUnusedHttpMethod     = "unused_http_method"
 	bpfVarUnusedServiceFlags   = "unused_service_flags"
 	bpfVarUnusedSlowpathReason = "unused_slowpath_reason"
@@ -337,6 +359,7 @@ type bpfVariableSpecs struct {
 	UnusedCounter        *ebpf.VariableSpec `ebpf:"unused_counter"`
 	UnusedFlowDirection  *ebpf.VariableSpec `ebpf:"unused_flow_direction"`
 	UnusedFlowState      *ebpf.VariableSpec `ebpf:"unused_flow_state"`
+	UnusedHttpFraming    *ebpf.VariableSpec `ebpf:"unused_http_framing"`
 	UnusedHttpMethod     *ebpf.VariableSpec `ebpf:"unused_http_method"`
 	UnusedServiceFlags   *ebpf.VariableSpec `ebpf:"unused_service_flags"`
 	UnusedSlowpathReason *ebpf.VariableSpec `ebpf:"unused_slowpath_reason"`
@@ -409,6 +432,7 @@ type bpfVariables struct {
 	UnusedCounter        *ebpf.Variable `ebpf:"unused_counter"`
 	UnusedFlowDirection  *ebpf.Variable `ebpf:"unused_flow_direction"`
 	UnusedFlowState      *ebpf.Variable `ebpf:"unused_flow_state"`
+	UnusedHttpFraming    *ebpf.Variable `ebpf:"unused_http_framing"`
 	UnusedHttpMethod     *ebpf.Variable `ebpf:"unused_http_method"`
 	UnusedServiceFlags   *ebpf.Variable `ebpf:"unused_service_flags"`
 	UnusedSlowpathReason *ebpf.Variable `ebpf:"unused_slowpath_reason"`

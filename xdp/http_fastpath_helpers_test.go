@@ -517,6 +517,7 @@ func (c *spConn) wantFlows(tb testing.TB, splice uint8) (fwd, rev xdp.Flow) {
 		Splice: splice, StashPending: 1, StashLen: uint16(len(c.req)), ClientWindow: c.window,
 		PoolId: c.e.poolID(tb, c.pool),
 	}
+	fwd.ReqNext, fwd.Framing = c.reqSeq+reqLen(c.req), framingOf(c.req)
 	if splice == xdp.SpliceEstablished {
 		fwd.SeqDelta = c.lbSeq - c.bisn
 		fwd.BackendWscale = syncookie.NoWindowScale
@@ -580,4 +581,36 @@ func (c *spConn) splice(tb testing.TB, bisn uint32, bws int) {
 // httpGet is a small request.
 func httpGet(host, target string) []byte {
 	return []byte("GET " + target + " HTTP/1.1\r\nHost: " + host + "\r\nUser-Agent: rauta-test\r\nAccept: */*\r\n\r\n")
+}
+
+// reqLen is the length of the request that begins req: its header and the
+// Content-Length body (which may go on past req).
+func reqLen(req []byte) uint32 {
+	head, _, ok := strings.Cut(string(req), "\r\n\r\n")
+	if !ok {
+		panic(fmt.Sprintf("request %q without the header's end", req))
+	}
+	n := uint32(len(head) + 4)
+	for _, line := range strings.Split(head, "\r\n")[1:] {
+		name, value, _ := strings.Cut(line, ":")
+		if strings.EqualFold(name, "content-length") {
+			var cl uint32
+			if _, err := fmt.Sscan(value, &cl); err != nil {
+				panic(err)
+			}
+			n += cl
+		}
+	}
+	return n
+}
+
+// framingOf is the framing a spliced flow has after request req.
+func framingOf(req []byte) uint8 {
+	head, _, _ := strings.Cut(string(req), "\r\n\r\n")
+	for _, line := range strings.Split(head, "\r\n")[1:] {
+		if name, _, _ := strings.Cut(line, ":"); strings.EqualFold(name, "upgrade") {
+			return xdp.FramingUpgrade
+		}
+	}
+	return xdp.FramingHTTP
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/google/gopacket/layers"
 
+	"github.com/rauta-lb/rauta/loader"
 	"github.com/rauta-lb/rauta/syncookie"
 	"github.com/rauta-lb/rauta/xdp"
 )
@@ -301,6 +302,10 @@ func TestHTTPSlowPath(t *testing.T) {
 	get := func(target string) []byte { return httpGet("x.test", target) }
 	bigReq := []byte("POST /a/upload HTTP/1.1\r\nHost: x.test\r\nContent-Length: 1400\r\n\r\n")
 	bigReq = append(bigReq, make([]byte, 1461-len(bigReq))...)
+	// post is a POST to /a/ with header field lines fields and a 3-byte body.
+	post := func(fields string) []byte {
+		return []byte("POST /a/ HTTP/1.1\r\nHost: x.test\r\n" + fields + "\r\n\r\nabc")
+	}
 	cases := []struct {
 		name   string
 		req    []byte
@@ -349,6 +354,25 @@ func TestHTTPSlowPath(t *testing.T) {
 		{"method-too-long", []byte("PROPFINDX /a/ HTTP/1.1\r\nHost: x.test\r\n\r\n"), "not_http", ""},
 		{"http-2-version", []byte("GET /a/ HTTP/2.0\r\nHost: x.test\r\n\r\n"), "not_http", ""},
 		{"request-over-stash", bigReq, "stash_full", ""},
+		{"content-length-garbage", post("Content-Length: abc"), "bad_content_length", ""},
+		{"content-length-list", post("Content-Length: 3, 3"), "bad_content_length", ""},
+		{"content-length-duplicate", post("Content-Length: 3\r\ncontent-length: 3"), "bad_content_length", ""},
+		{"content-length-signed", post("Content-Length: +3"), "bad_content_length", ""},
+		{"content-length-empty", post("Content-Length: "), "bad_content_length", ""},
+		{"content-length-hex", post("Content-Length: 0x3"), "bad_content_length", ""},
+		{"content-length-over-1gib", post("Content-Length: 1073741825"), "bad_content_length", ""},
+		{"content-length-space-before-colon", post("Content-Length : 3"), "not_http", ""},
+		{"transfer-encoding-chunked", post("Transfer-Encoding: chunked"), "chunked", ""},
+		{"transfer-encoding-any-case-any-coding", post("TRANSFER-encoding: gzip"), "chunked", ""},
+		{"transfer-encoding-with-content-length", post("Content-Length: 3\r\nTransfer-Encoding: chunked"), "chunked", ""},
+		{"duplicate-host", []byte("GET /a/ HTTP/1.1\r\nHost: x.test\r\nHost: y.test\r\n\r\n"), "bad_host", ""},
+		{"host-with-trailing-junk", []byte("GET /a/ HTTP/1.1\r\nHost: x.test y.test\r\n\r\n"), "bad_host", ""},
+		{"folded-header-line", []byte("GET /a/ HTTP/1.1\r\nHost: x.test\r\nX-A: 1\r\n Content-Length: 3\r\n\r\nabc"), "not_http", ""},
+		{"header-line-without-colon", []byte("GET /a/ HTTP/1.1\r\nHost: x.test\r\nbogus\r\n\r\n"), "not_http", ""},
+		{"bare-lf-header-end", []byte("GET /a/ HTTP/1.1\nHost: x.test\n\n"), "not_http", ""},
+		{"header-end-not-in-segment", []byte("GET /a/x HTTP/1.1\r\nHost: x.test\r\nAccept: */*\r\n"), "incomplete", ""},
+		{"pipelined-in-first-segment", append(httpGet("x.test", "/a/1"), httpGet("x.test", "/b/2")...), "pipelined", ""},
+		{"body-longer-than-content-length", []byte("POST /a/ HTTP/1.1\r\nHost: x.test\r\nContent-Length: 2\r\n\r\nabc"), "pipelined", ""},
 	}
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -910,20 +934,240 @@ func (e *spEnv) reconnect(t *testing.T, old *spConn, isn uint32, synOpts []byte)
 }
 
 // TestHTTPBodyLooksLikeRequest: a later segment that begins with a method
-// may be the body of a request in flight, not a new request.
+// may be the body of a request in flight, not a new request. Requests are
+// framed by Content-Length: only a segment beginning where the current
+// request ends is parsed as the next one.
 func TestHTTPBodyLooksLikeRequest(t *testing.T) {
-	knownBug(t, "known bug: splice.h http_to_backend/starts_request take any client segment that begins with a method for a new request; a request body segment that begins with \"GET /b/...\" rebinds the connection to pool b (the upload's backend is reset, the body reaches pool b as a request: request smuggling when a proxy shares the connection), or resets the client when it is unroutable")
 	e := newSpliceEnv(t)
 	body := []byte("GET /b/x HTTP/1.1\r\nHost: x.test\r\n\r\n")
+	resp := []byte("HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n")
 	c := e.conn(49100, 0x4000, 7)
 	head := []byte(fmt.Sprintf("POST /a/upload HTTP/1.1\r\nHost: x.test\r\nContent-Length: %d\r\n\r\n", len(body)))
 	c.request(t, head, beA)
-	c.splice(t, 0x5000, 7)
+	const bisnA = 0x5000
+	c.splice(t, bisnA, 7)
+	deltaA := c.cookie - bisnA
 	// The backend acknowledges the headers and waits for the body.
-	a := c.fromBackend(beA, ackOnly, 0x5001, c.isn+1+uint32(len(head)), 501, nil)
+	a := c.fromBackend(beA, ackOnly, bisnA+1, c.isn+1+uint32(len(head)), 501, nil)
 	e.step(t, spStep{in: e.eth2, frame: a.frame(), verdict: xdpRedirect,
 		counters: []xdp.Counter{xdp.CounterForwarded}, out: toClientOut(a, c.cookie+1, 501).frame()})
 	in := c.fromClient(tcpFlags{ACK: true, PSH: true}, c.isn+1+uint32(len(head)), c.cookie+1, body)
 	e.step(t, spStep{in: e.eth1, frame: in.frame(), verdict: xdpRedirect,
-		counters: []xdp.Counter{xdp.CounterForwarded}, out: toBackendOut(in, beA, 0x5001).frame()})
+		counters: []xdp.Counter{xdp.CounterForwarded}, out: toBackendOut(in, beA, bisnA+1).frame()})
+	before, _ := e.flow(t, c.fwd())
+	if want := c.isn + 1 + uint32(len(head)+len(body)); before.ReqNext != want || before.NatAddr != xdp.Addr(backend1) {
+		t.Errorf("after the body: req_next %#x (want %#x), backend %s", before.ReqNext, want, xdp.AddrFrom(before.NatAddr))
+	}
+
+	// Retransmissions of the body, and of the request's first segment,
+	// go on unchanged.
+	for _, re := range []spSeg{in, c.fromClient(tcpFlags{ACK: true, PSH: true}, c.isn+1, c.cookie+1, head)} {
+		e.step(t, spStep{in: e.eth1, frame: re.frame(), verdict: xdpRedirect,
+			counters: []xdp.Counter{xdp.CounterForwarded}, out: toBackendOut(re, beA, bisnA+1).frame()})
+	}
+	after, _ := e.flow(t, c.fwd())
+	after.NhLen = before.NhLen // grows with the largest packet forwarded
+	if after != before {
+		t.Errorf("flow changed by retransmissions:\n  %s", strings.Join(flowDiff(after, before), "\n  "))
+	}
+
+	// The response, then a request after the body: routed again (here to
+	// pool b, so the connection is rebound).
+	r := c.fromBackend(beA, tcpFlags{ACK: true, PSH: true}, bisnA+1, c.isn+1+uint32(len(head)+len(body)), 501, resp)
+	e.step(t, spStep{in: e.eth2, frame: r.frame(), verdict: xdpRedirect,
+		counters: []xdp.Counter{xdp.CounterForwarded}, out: toClientOut(r, c.cookie+1, 501).frame()})
+	seq2, ack2 := c.isn+1+uint32(len(head)+len(body)), c.cookie+1+uint32(len(resp))
+	r2 := httpGet("x.test", "/b/after-body")
+	in2 := c.fromClient(tcpFlags{ACK: true, PSH: true}, seq2, ack2, r2)
+	e.step(t, spStep{in: e.eth1, frame: in2.frame(), verdict: xdpRedirect,
+		counters: []xdp.Counter{xdp.CounterRebinds, xdp.CounterBackendSYNs, xdp.CounterForwarded},
+		out:      c.backendSYN(in2, beB, seq2-1).frame()})
+	c.be, c.pool, c.req, c.reqSeq, c.lbSeq = beB, "b", r2, seq2, ack2-1
+	fwd, rev := c.wantFlows(t, xdp.SpliceSYNSent)
+	fwd.SeqDelta, fwd.BackendWscale = deltaA, 7
+	rev.SeqDelta, rev.BackendWscale = deltaA, 7
+	e.checkFlow(t, c.fwd(), fwd)
+	e.checkFlow(t, c.rev(beB), rev)
+}
+
+// TestHTTPFraming: how later client segments are framed: bodies split
+// across segments, segments past the next request's start, pipelining,
+// later requests XDP cannot frame, upgrades.
+func TestHTTPFraming(t *testing.T) {
+	e := newSpliceEnv(t)
+	port := uint16(49300)
+	// open is a spliced connection whose first request req went to pool a.
+	open := func(t *testing.T, req []byte) *spConn {
+		t.Helper()
+		port++
+		c := e.conn(port, 0x0700_0000+uint32(port)*1013, 7)
+		c.request(t, req, beA)
+		c.splice(t, 0x0800_0000, 7)
+		return c
+	}
+	data := tcpFlags{ACK: true, PSH: true}
+	// reset checks that in resets the client for reason, the connection
+	// forgotten.
+	reset := func(t *testing.T, c *spConn, in spSeg, reason string) {
+		t.Helper()
+		e.step(t, spStep{in: e.eth1, frame: in.frame(), verdict: xdpRedirect,
+			counters: []xdp.Counter{xdp.CounterResetUnroutable, xdp.CounterSlowpath},
+			slow:     []xdp.SlowpathReason{slowReason(t, reason)},
+			out:      rstFrom(in, vipWeb, c.cl, in.ack).frame()})
+		e.noFlow(t, c.fwd(), "after the reset")
+		e.noFlow(t, c.rev(beA), "after the reset")
+	}
+
+	t.Run("body-begun-in-first-segment", func(t *testing.T) {
+		rest := []byte("GET /b/x HTTP/1.1\r\nHost: x.test\r\n\r\n")
+		head := fmt.Sprintf("POST /a/up HTTP/1.1\r\nHost: x.test\r\nContent-Length: %d\r\n\r\n", 10+len(rest))
+		first := []byte(head + "0123456789")
+		c := open(t, first) // wantFlows expects req_next past the whole body
+		in := c.fromClient(data, c.isn+1+uint32(len(first)), c.cookie+1, rest)
+		e.step(t, spStep{in: e.eth1, frame: in.frame(), verdict: xdpRedirect,
+			counters: []xdp.Counter{xdp.CounterForwarded}, out: toBackendOut(in, beA, c.bisn+1).frame()})
+	})
+
+	t.Run("segment-past-next-request-start-dropped", func(t *testing.T) {
+		r1 := httpGet("x.test", "/a/first")
+		c := open(t, r1)
+		next := c.isn + 1 + uint32(len(r1))
+		// The segment beginning the next request was lost; the one after
+		// it (whatever it holds) must wait for it.
+		for _, p := range [][]byte{[]byte("tail of a request"), httpGet("x.test", "/a/looks-like-one")} {
+			in := c.fromClient(data, next+100, c.cookie+1, p)
+			e.step(t, spStep{in: e.eth1, frame: in.frame(), verdict: xdpDrop,
+				counters: []xdp.Counter{xdp.CounterDropHTTPState}})
+		}
+		// The request itself, when it comes, is routed.
+		r2 := httpGet("x.test", "/a/second")
+		in := c.fromClient(data, next, c.cookie+1, r2)
+		e.step(t, spStep{in: e.eth1, frame: in.frame(), verdict: xdpRedirect,
+			counters: []xdp.Counter{xdp.CounterForwarded}, out: toBackendOut(in, beA, c.bisn+1).frame()})
+		if f, _ := e.flow(t, c.fwd()); f.ReqNext != next+uint32(len(r2)) {
+			t.Errorf("req_next %#x, want %#x", f.ReqNext, next+uint32(len(r2)))
+		}
+	})
+
+	t.Run("pipelined-later-requests-reset", func(t *testing.T) {
+		r1 := httpGet("x.test", "/a/first")
+		c := open(t, r1)
+		two := append(httpGet("x.test", "/a/second"), httpGet("x.test", "/b/third")...)
+		reset(t, c, c.fromClient(data, c.isn+1+uint32(len(r1)), c.cookie+1, two), "pipelined")
+	})
+
+	t.Run("body-segment-running-past-request-reset", func(t *testing.T) {
+		head := []byte("POST /a/up HTTP/1.1\r\nHost: x.test\r\nContent-Length: 4\r\n\r\n")
+		c := open(t, head)
+		in := c.fromClient(data, c.isn+1+uint32(len(head)), c.cookie+1, append([]byte("bodyGET "), httpGet("x.test", "/b/")...))
+		reset(t, c, in, "pipelined")
+	})
+
+	for _, u := range []struct {
+		name, reason string
+		req          []byte
+	}{
+		{"later-chunked", "chunked", []byte("POST /a/x HTTP/1.1\r\nHost: x.test\r\nTransfer-Encoding: chunked\r\n\r\n")},
+		{"later-bad-length", "bad_content_length", []byte("POST /a/x HTTP/1.1\r\nHost: x.test\r\nContent-Length: 1x\r\n\r\n")},
+		{"later-header-not-in-segment", "incomplete", []byte("POST /a/x HTTP/1.1\r\nHost: x.test\r\nContent-Length: 1\r\n")},
+		{"later-not-http", "not_http", []byte{0x81, 0x85, 1, 2, 3, 4, 5, 6, 7, 8, 9}},
+		{"later-unknown-method", "not_http", []byte("PROPFIND /a/ HTTP/1.1\r\nHost: x.test\r\n\r\n")},
+	} {
+		t.Run(u.name+"-reset", func(t *testing.T) {
+			r1 := httpGet("x.test", "/a/first")
+			c := open(t, r1)
+			reset(t, c, c.fromClient(data, c.isn+1+uint32(len(r1)), c.cookie+1, u.req), u.reason)
+		})
+	}
+
+	t.Run("upgrade", func(t *testing.T) {
+		r1 := []byte("GET /a/ws HTTP/1.1\r\nHost: x.test\r\nConnection: Upgrade\r\nUPGRADE: websocket\r\n\r\n")
+		c := open(t, r1)
+		next := c.isn + 1 + uint32(len(r1))
+		// After the 101, WebSocket frames: the backend switched protocols.
+		frames := []spSeg{
+			c.fromClient(data, next, c.cookie+1, []byte{0x81, 0x85, 1, 2, 3, 4, 5, 6, 7, 8, 9}),
+			c.fromClient(data, next+11, c.cookie+1, httpGet("x.test", "/b/inside-websocket")),
+			c.fromClient(data, next+5000, c.cookie+1, []byte("anything")),
+		}
+		for _, in := range frames {
+			e.step(t, spStep{in: e.eth1, frame: in.frame(), verdict: xdpRedirect,
+				counters: []xdp.Counter{xdp.CounterForwarded}, out: toBackendOut(in, beA, c.bisn+1).frame()})
+		}
+		if f, _ := e.flow(t, c.fwd()); f.Framing != xdp.FramingOpaque || f.NatAddr != xdp.Addr(backend1) {
+			t.Errorf("framing %d to %s, want opaque to %s", f.Framing, xdp.AddrFrom(f.NatAddr), backend1)
+		}
+	})
+
+	t.Run("upgrade-declined", func(t *testing.T) {
+		r1 := []byte("GET /a/ws HTTP/1.1\r\nHost: x.test\r\nUpgrade: websocket\r\n\r\n")
+		c := open(t, r1)
+		// The backend answered 200: the next request is a request.
+		r2 := httpGet("x.test", "/a/second")
+		in := c.fromClient(data, c.isn+1+uint32(len(r1)), c.cookie+1, r2)
+		e.step(t, spStep{in: e.eth1, frame: in.frame(), verdict: xdpRedirect,
+			counters: []xdp.Counter{xdp.CounterForwarded}, out: toBackendOut(in, beA, c.bisn+1).frame()})
+		if f, _ := e.flow(t, c.fwd()); f.Framing != xdp.FramingHTTP {
+			t.Errorf("framing %d after a request without Upgrade, want HTTP", f.Framing)
+		}
+	})
+}
+
+// TestHTTPSlowpathService: a service flagged slow-path only (by the loader,
+// asked for or because a route needs the slow path) still answers the
+// handshake with a cookie, but its first request is not even parsed: the
+// flow is marked slow path with reason "service" and the segment passed.
+func TestHTTPSlowpathService(t *testing.T) {
+	e := newSpliceEnv(t)
+	for _, tc := range []struct {
+		name  string
+		apply func(*loader.State)
+	}{
+		{"asked-for", func(s *loader.State) { s.Services[0].SlowpathOnly = true }},
+		{"wildcard-route", func(s *loader.State) {
+			s.Services[0].Routes = append(s.Services[0].Routes, loader.Route{Host: "*.example.com", Path: "/", Pool: "b"})
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := routedState()
+			tc.apply(&s)
+			e.apply(t, s)
+			defer e.apply(t, routedState())
+			if e.serviceID(t, "site") != e.sid {
+				t.Fatal("the service changed id")
+			}
+
+			c := e.conn(49200, 0x0600_0000, 7)
+			in := c.fromClient(syn, c.isn, 0, nil)
+			in.opts = []byte{2, 4, 0x05, 0xb4, 1, 3, 3, 7}
+			e.step(t, spStep{in: e.eth1, frame: in.frame(), verdict: xdpRedirect,
+				counters: []xdp.Counter{xdp.CounterSYNCookiesSent},
+				out: spSeg{srcMAC: eth1MAC, dstMAC: clientMAC, src: vipWeb, dst: c.cl, df: true, ttl: 64,
+					seq: c.cookie, ack: c.isn + 1, flags: synAck, window: 1460, opts: lbOpts(1460, 7)}.frame()})
+			e.noFlow(t, c.fwd(), "after the SYN")
+
+			// A request XDP would route to pool a goes to the kernel.
+			req := c.fromClient(tcpFlags{ACK: true, PSH: true}, c.isn+1, c.cookie+1, httpGet("x.test", "/a/x"))
+			r := slowReason(t, "service")
+			e.step(t, spStep{in: e.eth1, frame: req.frame(), verdict: xdpPass,
+				counters: []xdp.Counter{xdp.CounterSlowpath}, slow: []xdp.SlowpathReason{r}})
+			e.checkFlow(t, c.fwd(), xdp.Flow{Direction: xdp.ToBackend, ServiceId: e.sid, ClientIsn: c.isn,
+				LbIsn: c.cookie, Mss: c.co.MSS, ClientWscale: c.co.WScale, ClientWindow: c.window,
+				Splice: xdp.SpliceSlowpath, Reason: uint16(r)})
+			if _, ok := e.stash(t, c.fwd()); ok {
+				t.Error("a slow-path service's request was stashed")
+			}
+			e.noFlow(t, c.rev(beA), "reverse entry of a slow-path service's flow")
+			// and so does the rest of the connection
+			more := c.fromClient(ackOnly, c.isn+1+uint32(len(req.payload)), c.cookie+1, []byte("more"))
+			e.step(t, spStep{in: e.eth1, frame: more.frame(), verdict: xdpPass,
+				counters: []xdp.Counter{xdp.CounterPassNotService}})
+
+			// A bad cookie is still dropped, as for any HTTP service.
+			bad := c.fromClient(tcpFlags{ACK: true, PSH: true}, c.isn+1, c.cookie+2, httpGet("x.test", "/a/x"))
+			bad.src = netip.AddrPortFrom(client, 49201)
+			e.step(t, spStep{in: e.eth1, frame: bad.frame(), verdict: xdpDrop,
+				counters: []xdp.Counter{xdp.CounterDropBadCookie}})
+		})
+	}
 }

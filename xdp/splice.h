@@ -233,6 +233,10 @@ static __always_inline int http_first_segment(struct xdp_md *ctx, struct packet 
 	f.client_wscale = o.wscale;
 	f.client_window = bpf_ntohs(tcp->window);
 
+	/* Not even parsed: the slow path routes all of this service. */
+	if (svc->flags & SERVICE_SLOWPATH)
+		return to_slowpath(pkt, svc, &f, SLOW_SERVICE);
+
 	s = bpf_map_lookup_elem(&http_scratch, &zero);
 	if (!s)
 		return XDP_DROP;
@@ -240,6 +244,11 @@ static __always_inline int http_first_segment(struct xdp_md *ctx, struct packet 
 	reason = http_parse_request(ctx, off, len, s, &method);
 	if (reason)
 		return to_slowpath(pkt, svc, &f, reason);
+	/* The slow path takes a segment with a second request in it: XDP
+	 * routes one request per segment and would have to let the other go
+	 * unrouted with it. */
+	if (s->p.hdr_end + s->p.clen < len)
+		return to_slowpath(pkt, svc, &f, SLOW_PIPELINED);
 	s->key.service_id = svc->id;
 	r = find_route(s);
 	if (!r)
@@ -266,6 +275,8 @@ static __always_inline int http_first_segment(struct xdp_md *ctx, struct packet 
 	f.splice = SPLICE_SYN_SENT;
 	f.stash_pending = 1;
 	f.stash_len = len;
+	f.req_next = isn + 1 + s->p.hdr_end + (__u32)s->p.clen;
+	f.framing = s->p.upgrade ? FRAMING_UPGRADE : FRAMING_HTTP;
 	f.last_seen_ns = bpf_ktime_get_coarse_ns();
 	record_reverse(&pkt->key, &f);
 	bpf_map_update_elem(&flows, &pkt->key, &f, BPF_ANY);
@@ -340,8 +351,9 @@ static __always_inline int reset_back(struct xdp_md *ctx, const struct packet *p
 	return send_back(ctx);
 }
 
-/* Whether a client segment begins with a method XDP routes, i.e. is the
- * start of a later request on a keep-alive connection. */
+/* Whether a client segment begins with a method XDP routes: after a request
+ * that asked for an upgrade, what tells a next request from the bytes of
+ * the protocol the backend switched to. */
 static __always_inline int starts_request(struct xdp_md *ctx, const struct packet *pkt)
 {
 	__u32 word;
@@ -360,6 +372,23 @@ static __always_inline int starts_request(struct xdp_md *ctx, const struct packe
 		return 1;
 	}
 	return 0;
+}
+
+/* Ends a spliced connection whose client sent something XDP must not let
+ * through to any backend (a request it cannot route, bytes it cannot
+ * frame): RST to the client at the sequence number it expects from the LB,
+ * both entries and the stash forgotten, counted with the reason. */
+static __always_inline int reset_client(struct xdp_md *ctx, struct packet *pkt, struct flow *f,
+					__u32 service_id, __u32 reason)
+{
+	__be32 vip = pkt->key.daddr, client = pkt->key.saddr;
+	__be16 vport = pkt->key.dport, cport = pkt->key.sport;
+	__u32 ack = bpf_ntohl(pkt->tcp->ack_seq);
+
+	count(service_id, COUNTER_RESET_UNROUTABLE, 1);
+	count_slowpath(service_id, reason);
+	drop_splice(pkt, f);
+	return reset_back(ctx, pkt, vip, vport, client, cport, ack);
 }
 
 /* A later request on a spliced connection. If it routes to the pool the
@@ -389,6 +418,9 @@ static __always_inline int http_later_request(struct xdp_md *ctx, struct packet 
 	len = payload_len(pkt);
 	off = payload_offset(pkt);
 	reason = http_parse_request(ctx, off, len, s, &method);
+	/* one request per segment: see http_first_segment */
+	if (reason == SLOW_NONE && s->p.hdr_end + s->p.clen < len)
+		reason = SLOW_PIPELINED;
 	if (reason == SLOW_NONE) {
 		s->key.service_id = service_id;
 		r = find_route(s);
@@ -397,7 +429,7 @@ static __always_inline int http_later_request(struct xdp_md *ctx, struct packet 
 		else if (r->methods && !(r->methods & method))
 			reason = SLOW_METHOD;
 		else if (r->pool_id == f->pool_id)
-			return 0;
+			goto same_pool;
 		else if (len > STASH_MAX)
 			reason = SLOW_STASH_FULL;
 	}
@@ -435,6 +467,8 @@ static __always_inline int http_later_request(struct xdp_md *ctx, struct packet 
 	f->client_window = bpf_ntohs(tcp->window);
 	f->stash_pending = 1;
 	f->stash_len = len;
+	f->req_next = bpf_ntohl(tcp->seq) + s->p.hdr_end + (__u32)s->p.clen;
+	f->framing = s->p.upgrade ? FRAMING_UPGRADE : FRAMING_HTTP;
 
 	record_reverse(&pkt->key, f);
 	if (write_backend_syn(ctx, pkt, f))
@@ -444,18 +478,14 @@ static __always_inline int http_later_request(struct xdp_md *ctx, struct packet 
 	*verdict = forward(ctx, pkt, service_id);
 	return 1;
 
-reset:
-	count(service_id, COUNTER_RESET_UNROUTABLE, 1);
-	count_slowpath(service_id, reason ? reason : SLOW_NO_ROUTE);
-	{
-		__be32 vip = pkt->key.daddr, client = pkt->key.saddr;
-		__be16 vport = pkt->key.dport, cport = pkt->key.sport;
-		__u32 ack = bpf_ntohl(tcp->ack_seq);
+same_pool:
+	f->req_next = bpf_ntohl(tcp->seq) + s->p.hdr_end + (__u32)s->p.clen;
+	f->framing = s->p.upgrade ? FRAMING_UPGRADE : FRAMING_HTTP;
+	return 0;
 
-		drop_splice(pkt, f);
-		*verdict = reset_back(ctx, pkt, vip, vport, client, cport, ack);
-		return 1;
-	}
+reset:
+	*verdict = reset_client(ctx, pkt, f, service_id, reason ? reason : SLOW_NO_ROUTE);
+	return 1;
 }
 
 /* client -> backend on a spliced flow. */
@@ -494,11 +524,32 @@ static __always_inline int http_to_backend(struct xdp_md *ctx, struct packet *pk
 		count(service_id, COUNTER_DROP_HTTP_STATE, 1);
 		return XDP_DROP;
 	}
-	if (!tcp->rst && starts_request(ctx, pkt)) {
+	if (!tcp->rst && f->framing != FRAMING_OPAQUE) {
+		__u32 len = payload_len(pkt);
+		__s32 rel = seq - f->req_next;
 		int verdict;
 
-		if (http_later_request(ctx, pkt, service_id, f, &verdict))
+		if (len == 0) {
+			/* an ACK, a FIN: nothing to frame */
+		} else if (rel < 0) {
+			/* The current request's bytes (body, or a retransmission):
+			 * data, whatever they look like. A segment that also
+			 * carries bytes past the request's end holds a pipelined
+			 * request XDP did not route. */
+			if ((__s32)(seq + len - f->req_next) > 0)
+				return reset_client(ctx, pkt, f, service_id, SLOW_PIPELINED);
+		} else if (rel > 0) {
+			/* The segment that begins the next request is missing
+			 * (lost, reordered): what follows it may go nowhere before
+			 * it is routed. The client sends it again. */
+			count(service_id, COUNTER_DROP_HTTP_STATE, 1);
+			return XDP_DROP;
+		} else if (f->framing == FRAMING_UPGRADE && !starts_request(ctx, pkt)) {
+			/* The backend switched protocols: the rest is its. */
+			f->framing = FRAMING_OPAQUE;
+		} else if (http_later_request(ctx, pkt, service_id, f, &verdict)) {
 			return verdict;
+		}
 	}
 	refreshed = touch(f);
 	/* an RST or FIN marks both entries; the RST itself is forwarded */

@@ -38,6 +38,7 @@ const enum splice_state *unused_splice_state __attribute__((unused));
 const enum slowpath_reason *unused_slowpath_reason __attribute__((unused));
 const enum http_method *unused_http_method __attribute__((unused));
 const enum service_flags *unused_service_flags __attribute__((unused));
+const enum http_framing *unused_http_framing __attribute__((unused));
 
 static __always_inline int is_vip(__be32 addr)
 {

@@ -60,6 +60,14 @@ func SlowpathReasonName(r SlowpathReason) string {
 		return "method"
 	case bpfSlowpathReasonSLOW_STASH_FULL:
 		return "stash_full"
+	case bpfSlowpathReasonSLOW_SERVICE:
+		return "service"
+	case bpfSlowpathReasonSLOW_BAD_LENGTH:
+		return "bad_content_length"
+	case bpfSlowpathReasonSLOW_CHUNKED:
+		return "chunked"
+	case bpfSlowpathReasonSLOW_PIPELINED:
+		return "pipelined"
 	}
 	return fmt.Sprintf("reason_%d", r)
 }
@@ -71,8 +79,13 @@ type (
 	Pool     = bpfPool
 )
 
-// ServiceHTTP flags an HTTP service in Service.Flags.
-const ServiceHTTP = uint32(bpfServiceFlagsSERVICE_HTTP)
+// Service.Flags bits. ServiceHTTP flags an HTTP service; ServiceSlowpath,
+// with it, sends every connection of the service to the slow path after the
+// SYN-cookie handshake (no request is routed in XDP).
+const (
+	ServiceHTTP     = uint32(bpfServiceFlagsSERVICE_HTTP)
+	ServiceSlowpath = uint32(bpfServiceFlagsSERVICE_SLOWPATH)
+)
 
 // Splice states of HTTP flows (Flow.Splice).
 const (
@@ -81,6 +94,16 @@ const (
 	SpliceEstablished = uint8(bpfSpliceStateSPLICE_ESTABLISHED)
 	SpliceSlowpath    = uint8(bpfSpliceStateSPLICE_SLOWPATH)
 	SpliceOrphan      = uint8(bpfSpliceStateSPLICE_ORPHAN)
+)
+
+// How a spliced flow reads the client's bytes after the current request
+// (Flow.Framing): the next request at Flow.ReqNext; after a request that
+// asked for an upgrade, whatever is not a request there switches the flow
+// to opaque, where nothing is parsed any more.
+const (
+	FramingHTTP    = uint8(bpfHttpFramingFRAMING_HTTP)
+	FramingUpgrade = uint8(bpfHttpFramingFRAMING_UPGRADE)
+	FramingOpaque  = uint8(bpfHttpFramingFRAMING_OPAQUE)
 )
 
 // Method bits of Route.Methods.

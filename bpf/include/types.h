@@ -32,6 +32,13 @@ enum service_flags {
 	/* HTTP service: handshakes answered with SYN cookies, the first request
 	 * routed by host and path, the connection spliced onto a backend's. */
 	SERVICE_HTTP = 1,
+	/* With SERVICE_HTTP: handshakes are still answered with SYN cookies,
+	 * but no request is routed in XDP; every connection goes to the slow
+	 * path (SLOW_SERVICE). The loader sets it when a route of the service
+	 * cannot be expressed in XDP (wildcard host, over-long host or path, a
+	 * method without a bit): routing some requests in XDP and others in
+	 * the slow path would let the two disagree on which route wins. */
+	SERVICE_SLOWPATH = 2,
 };
 
 /* HTTP routes: one LPM lookup finds the longest path prefix for a host. The
@@ -140,6 +147,13 @@ struct flow {
 	/* reverse entries: the LB's next sequence number towards the client,
 	 * i.e. how far the backend's response has been sent */
 	__u32 snd_nxt;
+	/* forward entries: the client sequence number where the current
+	 * request (header and Content-Length body) ends, i.e. where the next
+	 * one must begin. Only a segment starting exactly there is parsed as
+	 * a request: body bytes, even ones that read like a request, and
+	 * retransmissions lie before it. */
+	__u32 req_next;
+	__u8 framing;        /* enum http_framing */
 	/* The next hop, cached from bpf_fib_lookup (which is half the cost of
 	 * an established packet) and looked up again with each refresh of
 	 * last_seen_ns, once a second. Valid for packets of up to nh_len bytes,
@@ -148,6 +162,16 @@ struct flow {
 	__u16 nh_len;
 	__u8 nh_dmac[6];
 	__u8 nh_smac[6];
+};
+
+/* How the client's bytes after the current request are read (forward
+ * entries of spliced flows). */
+enum http_framing {
+	FRAMING_HTTP = 0,    /* the next request begins at req_next */
+	/* The request asked for an upgrade (WebSocket, h2c): if what follows
+	 * it is not a request, the backend switched protocols. */
+	FRAMING_UPGRADE = 1,
+	FRAMING_OPAQUE = 2,  /* switched protocols: nothing more is parsed */
 };
 
 /* Why a connection left the fast path. */
@@ -166,6 +190,10 @@ enum slowpath_reason {
 	SLOW_NO_ROUTE,
 	SLOW_METHOD,
 	SLOW_STASH_FULL,
+	SLOW_SERVICE,    /* the service is slow-path only (SERVICE_SLOWPATH) */
+	SLOW_BAD_LENGTH, /* Content-Length not one decimal number, repeated, or too large */
+	SLOW_CHUNKED,    /* a Transfer-Encoding: a body XDP cannot frame */
+	SLOW_PIPELINED,  /* bytes after the request's end in its segment */
 	SLOW_MAX,
 };
 
