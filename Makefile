@@ -8,7 +8,7 @@ GOFLAGS   ?=
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X main.version=$(VERSION)
 # Directories holding a BPF program and its bpf2go output.
-BPF_DIRS  := xdp
+BPF_DIRS  := xdp tc
 # Packages each target needs; `deps` installs all of them.
 PKGS_BUILD := ca-certificates git
 PKGS_GEN   := clang-19 llvm-19 libbpf-dev linux-libc-dev
@@ -62,7 +62,7 @@ build:
 # Rebuilds the BPF objects and their Go bindings (committed, so `go build`
 # needs no clang).
 generate:
-	$(GO) generate ./xdp/...
+	$(GO) generate $(addprefix ./,$(addsuffix /...,$(BPF_DIRS)))
 
 # The committed objects must be what the committed sources compile to:
 # compile a copy of the tree and compare byte for byte.

@@ -172,12 +172,13 @@ func stateFromConfig(file string, cfg *config.Config) (loader.State, error) {
 		case config.ProtocolUDP:
 			out.Protocol = loader.ProtoUDP
 		case config.ProtocolHTTP, config.ProtocolHTTPS:
-			// For now https is programmed like http: XDP finds no
-			// request line in a ClientHello and hands the connection
-			// to the slow path, which terminates TLS and routes by the
-			// same routes.
+			// XDP answers the SYNs of https services too (a flood never
+			// reaches the kernel's queues) but routes none of their
+			// connections: the slow path terminates TLS and routes by
+			// the same routes.
 			out.Protocol = loader.ProtoTCP
 			out.HTTP = true
+			out.SlowpathOnly = svc.Protocol == config.ProtocolHTTPS
 			for _, r := range svc.Routes {
 				out.Routes = append(out.Routes, loader.Route{
 					Host: r.Host, Path: r.Path, Exact: r.Exact, Methods: r.Methods, Pool: r.Pool,

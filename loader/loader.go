@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
 
@@ -82,9 +83,16 @@ func Load(opts Options) (*Loader, error) {
 		SyncookieCurrent: objs.SyncookieCurrent,
 	})
 	if err != nil {
-		// XDP still answers and routes; connections it sends to the slow
-		// path are reset by the kernel instead of reaching the proxy.
-		l.log.Warn("slow-path handoff unavailable; connections XDP cannot route will be reset", "error", err)
+		if kernelHasHandoffKfunc() {
+			// The kernel can run it: failing to load is a bug, not
+			// a missing feature.
+			l.Close()
+			return nil, err
+		}
+		// An older kernel: XDP still answers and routes; connections
+		// it sends to the slow path are reset by the kernel instead of
+		// reaching the proxy.
+		l.log.Warn("slow-path handoff unavailable on this kernel (bpf_sk_assign_tcp_reqsk needs Linux 6.9+); connections XDP cannot route will be reset", "error", err)
 		l.handoff = nil
 	}
 	if err := l.pin(); err != nil {
@@ -101,6 +109,17 @@ func Load(opts Options) (*Loader, error) {
 		return nil, err
 	}
 	return l, nil
+}
+
+// kernelHasHandoffKfunc reports whether the running kernel's BTF has the
+// kfunc the TC handoff calls.
+func kernelHasHandoffKfunc() bool {
+	spec, err := btf.LoadKernelSpec()
+	if err != nil {
+		return false
+	}
+	_, err = spec.AnyTypeByName("bpf_sk_assign_tcp_reqsk")
+	return err == nil
 }
 
 // pinnedMaps are the maps pinned under the pin path, by pin name.

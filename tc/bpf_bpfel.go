@@ -35,6 +35,9 @@ type bpfFlow struct {
 	Reason        uint16
 	PoolId        uint32
 	SndNxt        uint32
+	ReqNext       uint32
+	Framing       uint8
+	_             [3]byte
 	NhIfindex     uint32
 	NhLen         uint16
 	NhDmac        [6]uint8
