@@ -26,7 +26,7 @@ func TestStateFromConfigHTTPS(t *testing.T) {
 	}
 	want := []loader.Service{
 		{Name: "site", VIP: vip, Port: 80, Protocol: loader.ProtoTCP, HTTP: true},
-		{Name: "site-tls", VIP: vip, Port: 443, Protocol: loader.ProtoTCP, HTTP: true,
+		{Name: "site-tls", VIP: vip, Port: 443, Protocol: loader.ProtoTCP, HTTP: true, SlowpathOnly: true,
 			Routes: []loader.Route{{Host: "*.example.com", Path: "/", Pool: "web"}}},
 	}
 	if !reflect.DeepEqual(s.Services, want) {
