@@ -12,6 +12,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -76,6 +77,9 @@ pools:
 type slowBed struct {
 	tb *testbed.Testbed
 	d  *daemon
+	// certFiles are the certificate and key files of each name.
+	certFiles map[string][2]string
+	config    string
 }
 
 func newSlowBed(t *testing.T) *slowBed {
@@ -95,15 +99,17 @@ func newSlowBed(t *testing.T) *slowBed {
 
 	dir := t.TempDir()
 	var list strings.Builder
+	files := map[string][2]string{}
 	for _, name := range []string{"a.example.com", "b.example.com"} {
 		cert, key, err := certs.WriteSelfSigned(dir, []string{name})
 		if err != nil {
 			t.Fatal(err)
 		}
+		files[name] = [2]string{cert, key}
 		fmt.Fprintf(&list, "        - {cert: %s, key: %s}\n", cert, key)
 	}
 	cfg := strings.Replace(slowpathConfig, "%CERTS%\n", list.String(), 1)
-	return &slowBed{tb: tb, d: startDaemon(t, tb, cfg)}
+	return &slowBed{tb: tb, d: startDaemon(t, tb, cfg), certFiles: files, config: cfg}
 }
 
 // startDyingBackend answers every request with a promise of 1 MB and
@@ -373,5 +379,158 @@ func TestSlowPathBackendDyingCostsOneRequest(t *testing.T) {
 	resp2, body := response(t, next, "GET")
 	if resp2.StatusCode != 200 || !strings.Contains(body, "path=/api/alive") {
 		t.Fatalf("next request: %d %q", resp2.StatusCode, body)
+	}
+}
+
+// TestSlowPathRedirectsToHTTPS: an http service with redirect_https and a
+// route serves the route and answers everything else with 308.
+func TestSlowPathRedirectsToHTTPS(t *testing.T) {
+	requireRoot(t)
+	t.Parallel()
+	tb := testbed.NewT(t, testbed.Options{Backends: 1})
+	startBackends(t, tb)
+	cert, key, err := certs.WriteSelfSigned(t.TempDir(), []string{"a.example.com"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	startDaemon(t, tb, fmt.Sprintf(`interfaces: [eth1, eth2]
+bpffs: %%PINS%%
+services:
+  - name: plain
+    vip: 10.0.0.100
+    port: 80
+    protocol: http
+    redirect_https: true
+    routes:
+      - path: /.well-known/acme-challenge/
+        pool: web
+  - name: secure
+    vip: 10.0.0.100
+    port: 443
+    protocol: https
+    tls:
+      certificates:
+        - {cert: %s, key: %s}
+    routes:
+      - path: /
+        pool: web
+pools:
+  web:
+    backends:
+      - address: 10.0.1.11:80
+`, cert, key))
+	out := curl(t, tb, "-D", "-", "-o", "/dev/null", "-H", "Host: a.example.com", "http://10.0.0.100/login?next=/x")
+	if !strings.Contains(out, "HTTP/1.1 308") || !strings.Contains(out, "Location: https://a.example.com/login?next=/x") {
+		t.Fatalf("want a 308 to https, got:\n%s", out)
+	}
+	out = curl(t, tb, "-D", "-", "-H", "Host: a.example.com", "http://10.0.0.100/.well-known/acme-challenge/token")
+	if !strings.Contains(out, "X-Backend: b1") {
+		t.Fatalf("the route of a redirecting service must be served, got:\n%s", out)
+	}
+	out = curl(t, tb, "-k", "-D", "-", "--resolve", "a.example.com:443:10.0.0.100", "https://a.example.com/after-redirect")
+	if !strings.Contains(out, "X-Backend: b1") {
+		t.Fatalf("https after the redirect: %s", out)
+	}
+}
+
+// TestSlowPathReloadsCertificatesWithoutDroppingConnections: SIGHUP after
+// the certificate files change makes new handshakes use the new
+// certificate, while a connection opened before keeps working.
+func TestSlowPathReloadsCertificatesWithoutDroppingConnections(t *testing.T) {
+	b := newSlowBed(t)
+	before := b.tlsConn(t, "b.example.com")
+	serial := before.ConnectionState().PeerCertificates[0].SerialNumber
+
+	// Overwrite b's files with a fresh certificate for the same name.
+	newCert, newKey, err := certs.WriteSelfSigned(t.TempDir(), []string{"b.example.com"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for src, dst := range map[string]string{newCert: b.certFiles["b.example.com"][0], newKey: b.certFiles["b.example.com"][1]} {
+		data, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(dst, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b.d.reload(b.config)
+
+	after := b.tlsConn(t, "b.example.com")
+	if after.ConnectionState().PeerCertificates[0].SerialNumber.Cmp(serial) == 0 {
+		t.Fatal("a handshake after SIGHUP still got the old certificate")
+	}
+	// The connection from before the reload still serves requests.
+	for _, conn := range []*tls.Conn{before, after} {
+		io.WriteString(conn, "GET /still-here HTTP/1.1\r\nHost: b.example.com\r\n\r\n")
+		resp, body := response(t, conn, "GET")
+		if resp.StatusCode != 200 || !strings.Contains(body, "path=/still-here") {
+			t.Fatalf("after reload: %d %q", resp.StatusCode, body)
+		}
+	}
+}
+
+func (b *slowBed) tlsConn(t *testing.T, sni string) *tls.Conn {
+	t.Helper()
+	conn := tls.Client(b.raw(t, 443), &tls.Config{ServerName: sni, InsecureSkipVerify: true})
+	if err := conn.Handshake(); err != nil {
+		t.Fatalf("handshake %s: %v", sni, err)
+	}
+	return conn
+}
+
+// TestSlowPathMetricsAndNoKernelSYNs: the handoff and the proxy are on
+// /metrics, and the LB's kernel answered no SYN itself even though every
+// connection ended in a kernel socket.
+func TestSlowPathMetricsAndNoKernelSYNs(t *testing.T) {
+	requireRoot(t)
+	t.Parallel()
+	tb := testbed.NewT(t, testbed.Options{Backends: 1})
+	startBackends(t, tb)
+	startDaemon(t, tb, `interfaces: [eth1, eth2]
+bpffs: %PINS%
+metrics:
+  listen: 10.0.2.1:9100
+services:
+  - name: site
+    vip: 10.0.0.100
+    port: 80
+    protocol: http
+    routes:
+      - path: /
+        pool: web
+pools:
+  web:
+    backends:
+      - address: 10.0.1.11:80
+`)
+	const n = 50
+	for i := range n {
+		curl(t, tb, "-o", "/dev/null", fmt.Sprintf("http://10.0.0.100/%%69ndex-%d", i))
+	}
+	out := curl(t, tb, "http://10.0.2.1:9100/metrics")
+	for _, want := range []string{
+		`rauta_tc_handoff_total{outcome="assigned"} ` + fmt.Sprint(n),
+		`rauta_slowpath_requests_total{code="200",pool="web",service="site"} ` + fmt.Sprint(n),
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+	if t.Failed() {
+		t.Logf("metrics:\n%s", out)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	nstat, err := tb.LB.Command(ctx, "nstat", "-az", "TcpExtSyncookiesSent", "TcpPassiveOpens").CombinedOutput()
+	if err != nil {
+		t.Fatalf("nstat: %v\n%s", err, nstat)
+	}
+	for _, line := range lines(string(nstat)) {
+		f := strings.Fields(line)
+		if len(f) >= 2 && f[0] == "TcpExtSyncookiesSent" && f[1] != "0" {
+			t.Errorf("the LB's kernel sent SYN cookies itself: %s", line)
+		}
 	}
 }
