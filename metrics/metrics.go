@@ -92,6 +92,7 @@ func New(counters *ebpf.Map, source Source, version string, log *slog.Logger) *C
 		xdp.CounterDropBadCookie:       {c.dropped, "bad_cookie"},
 		xdp.CounterDropHTTPState:       {c.dropped, "http_state"},
 		xdp.CounterPassNoCookieKey:     {c.passed, "no_cookie_key"},
+		xdp.CounterPassLocalSocket:     {c.passed, "local_socket"},
 	}
 	return c
 }

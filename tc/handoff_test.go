@@ -20,6 +20,7 @@ import (
 
 	"github.com/rauta-lb/rauta/loader"
 	"github.com/rauta-lb/rauta/tools/testbed"
+	"github.com/rauta-lb/rauta/xdp"
 )
 
 // handoffBed is a testbed whose LB runs the real loader (XDP + TC handoff)
@@ -243,5 +244,92 @@ func TestHandoffLeavesFastPathAlone(t *testing.T) {
 	}
 	if c := b.counters(t); c["assigned"] != 0 || c["no_listener"] != 0 {
 		t.Errorf("counters %v, want the handoff untouched", c)
+	}
+}
+
+// TestSlowPathConnectionOutlivesItsFlowEntry: when the flow entry of a
+// handed-off connection expires or is evicted, XDP finds the kernel's
+// socket and keeps passing the connection's segments to it.
+func TestSlowPathConnectionOutlivesItsFlowEntry(t *testing.T) {
+	b := newHandoffBed(t)
+	ln := b.listenTCP(t)
+	go func() {
+		conn, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(10 * time.Second))
+		r := bufio.NewReader(conn)
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				return
+			}
+			if strings.HasPrefix(line, "GET ") {
+				fmt.Fprintf(conn, "HTTP/1.1 200 %s\r\nContent-Length: 0\r\n\r\n", strings.Fields(line)[1])
+			}
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := b.tb.Client.DialContext(ctx, "tcp", b.vip.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	r := bufio.NewReader(conn)
+	ask := func(path string) {
+		t.Helper()
+		fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: example.com\r\n\r\n", path)
+		line, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		if want := "HTTP/1.1 200 " + path; strings.TrimSpace(line) != want {
+			t.Fatalf("GET %s: %q", path, line)
+		}
+		r.ReadString('\n') // Content-Length
+		r.ReadString('\n') // end of headers
+	}
+	ask("/slow/1")
+
+	flows := b.l.Objects().Flows
+	var key xdp.FlowKey
+	var value xdp.Flow
+	var deleted int
+	iter := flows.Iterate()
+	var keys []xdp.FlowKey
+	for iter.Next(&key, &value) {
+		keys = append(keys, key)
+	}
+	for _, k := range keys {
+		if err := flows.Delete(k); err == nil {
+			deleted++
+		}
+	}
+	if deleted == 0 {
+		t.Fatal("no flow entry to delete: the connection was not tracked")
+	}
+
+	ask("/slow/2")
+	ask("/slow/3")
+	var perCPU []uint64
+	var svc uint32
+	for id, name := range b.l.ServiceNames() {
+		if name == "site" {
+			svc = id
+		}
+	}
+	if err := b.l.Objects().Counters.Lookup(xdp.CounterIndex(svc, xdp.CounterPassLocalSocket), &perCPU); err != nil {
+		t.Fatal(err)
+	}
+	var passed uint64
+	for _, v := range perCPU {
+		passed += v
+	}
+	if passed == 0 {
+		t.Error("local_socket counter did not move: the segments reached the socket some other way")
 	}
 }

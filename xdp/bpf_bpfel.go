@@ -44,14 +44,15 @@ const (
 	bpfCounterCOUNTER_HANDSHAKES_COMPLETED   bpfCounter = 18
 	bpfCounterCOUNTER_DROP_BAD_COOKIE        bpfCounter = 19
 	bpfCounterCOUNTER_PASS_NO_COOKIE_KEY     bpfCounter = 20
-	bpfCounterCOUNTER_BACKEND_SYNS           bpfCounter = 21
-	bpfCounterCOUNTER_SPLICED                bpfCounter = 22
-	bpfCounterCOUNTER_SPLICED_NO_ROOM        bpfCounter = 23
-	bpfCounterCOUNTER_SLOWPATH               bpfCounter = 24
-	bpfCounterCOUNTER_DROP_HTTP_STATE        bpfCounter = 25
-	bpfCounterCOUNTER_REBINDS                bpfCounter = 26
-	bpfCounterCOUNTER_RESET_UNROUTABLE       bpfCounter = 27
-	bpfCounterCOUNTER_MAX                    bpfCounter = 28
+	bpfCounterCOUNTER_PASS_LOCAL_SOCKET      bpfCounter = 21
+	bpfCounterCOUNTER_BACKEND_SYNS           bpfCounter = 22
+	bpfCounterCOUNTER_SPLICED                bpfCounter = 23
+	bpfCounterCOUNTER_SPLICED_NO_ROOM        bpfCounter = 24
+	bpfCounterCOUNTER_SLOWPATH               bpfCounter = 25
+	bpfCounterCOUNTER_DROP_HTTP_STATE        bpfCounter = 26
+	bpfCounterCOUNTER_REBINDS                bpfCounter = 27
+	bpfCounterCOUNTER_RESET_UNROUTABLE       bpfCounter = 28
+	bpfCounterCOUNTER_MAX                    bpfCounter = 29
 )
 
 type bpfFlow struct {

@@ -185,6 +185,20 @@ static __always_inline struct route *find_route(struct http_scratch *s)
 	return bpf_map_lookup_elem(&routes, &s->key);
 }
 
+/* Keeps a slow-path flow's entry alive while its connection is used, and
+ * gives it the closed timeout once the client ends it. */
+static __always_inline void slowpath_seen(const struct packet *pkt, struct flow *f)
+{
+	__u64 now = bpf_ktime_get_coarse_ns();
+
+	if (now - f->last_seen_ns > FLOW_REFRESH_NS)
+		f->last_seen_ns = now;
+	if (pkt->tcp->rst)
+		f->state = FLOW_CLOSED;
+	else if (pkt->tcp->fin && f->state == FLOW_OPEN)
+		f->state = FLOW_CLOSING;
+}
+
 static __always_inline int to_slowpath(struct packet *pkt, const struct service *svc, struct flow *f,
 				       __u32 reason)
 {
@@ -196,6 +210,30 @@ static __always_inline int to_slowpath(struct packet *pkt, const struct service 
 	bpf_map_update_elem(&flows, &pkt->key, f, BPF_ANY);
 	count_slowpath(svc->id, reason);
 	return XDP_PASS;
+}
+
+/* Whether the kernel has a connection (not a listener) for the segment's
+ * tuple: a slow-path connection lives on in the kernel after its flow entry
+ * expired or was evicted, and its segments must still reach it. Only asked
+ * for segments that carry no valid cookie, which are otherwise dropped. */
+static __always_inline int has_local_socket(struct xdp_md *ctx, const struct packet *pkt)
+{
+	struct bpf_sock_tuple t = {
+		.ipv4 = {
+			.saddr = pkt->key.saddr,
+			.daddr = pkt->key.daddr,
+			.sport = pkt->key.sport,
+			.dport = pkt->key.dport,
+		},
+	};
+	struct bpf_sock *sk = bpf_skc_lookup_tcp(ctx, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+	int found;
+
+	if (!sk)
+		return 0;
+	found = sk->state != BPF_TCP_LISTEN;
+	bpf_sk_release(sk);
+	return found;
 }
 
 /* A client segment with no flow: the handshake's ACK, or the first request. */
@@ -217,6 +255,10 @@ static __always_inline int http_first_segment(struct xdp_md *ctx, struct packet 
 	isn = bpf_ntohl(tcp->seq) - 1;
 	cookie = bpf_ntohl(tcp->ack_seq) - 1;
 	if (!syncookie_check(pkt->key.saddr, pkt->key.daddr, pkt->key.sport, pkt->key.dport, isn, cookie, &o)) {
+		if (has_local_socket(ctx, pkt)) {
+			count(svc->id, COUNTER_PASS_LOCAL_SOCKET, 1);
+			return XDP_PASS;
+		}
 		count(svc->id, COUNTER_DROP_BAD_COOKIE, 1);
 		return XDP_DROP;
 	}
@@ -498,6 +540,9 @@ static __always_inline int http_to_backend(struct xdp_md *ctx, struct packet *pk
 
 	switch (f->splice) {
 	case SPLICE_SLOWPATH:
+		/* The kernel owns the connection; the entry only has to
+		 * outlive it, so the GC must see it used. */
+		slowpath_seen(pkt, f);
 		count(service_id, COUNTER_PASS_NOT_SERVICE, 1);
 		return XDP_PASS;
 	case SPLICE_SYN_SENT:

@@ -152,6 +152,7 @@ const (
 	CounterHandshakesCompleted = bpfCounterCOUNTER_HANDSHAKES_COMPLETED
 	CounterDropBadCookie       = bpfCounterCOUNTER_DROP_BAD_COOKIE
 	CounterPassNoCookieKey     = bpfCounterCOUNTER_PASS_NO_COOKIE_KEY
+	CounterPassLocalSocket     = bpfCounterCOUNTER_PASS_LOCAL_SOCKET
 	CounterBackendSYNs         = bpfCounterCOUNTER_BACKEND_SYNS
 	CounterSpliced             = bpfCounterCOUNTER_SPLICED
 	CounterSplicedNoRoom       = bpfCounterCOUNTER_SPLICED_NO_ROOM

@@ -227,6 +227,9 @@ enum counter {
 	COUNTER_HANDSHAKES_COMPLETED, /* the client's bare ACK carried a valid cookie */
 	COUNTER_DROP_BAD_COOKIE,
 	COUNTER_PASS_NO_COOKIE_KEY,   /* the daemon has not loaded a key yet */
+	/* no flow, no valid cookie, but a kernel socket: a slow-path
+	 * connection whose flow entry expired or was evicted */
+	COUNTER_PASS_LOCAL_SOCKET,
 	COUNTER_BACKEND_SYNS,
 	COUNTER_SPLICED,              /* backend SYN-ACK turned into ACK + request */
 	COUNTER_SPLICED_NO_ROOM,      /* ... into a bare ACK: no room for the request */
