@@ -59,6 +59,7 @@ var exported = map[xdp.Counter]struct{ metric, reason string }{
 	xdp.CounterHandshakesCompleted: {"rauta_xdp_handshakes_completed_total", ""},
 	xdp.CounterDropBadCookie:       {"rauta_xdp_dropped_packets_total", "bad_cookie"},
 	xdp.CounterPassNoCookieKey:     {"rauta_xdp_passed_packets_total", "no_cookie_key"},
+	xdp.CounterPassLocalSocket:     {"rauta_xdp_passed_packets_total", "local_socket"},
 	xdp.CounterBackendSYNs:         {"rauta_xdp_backend_syns_total", ""},
 	xdp.CounterSpliced:             {"rauta_xdp_spliced_total", ""},
 	xdp.CounterSplicedNoRoom:       {"rauta_xdp_spliced_without_request_total", ""},
