@@ -16,16 +16,15 @@ import (
 type bpfImpairCounter uint32
 
 const (
-	bpfImpairCounterIMPAIR_SEEN               bpfImpairCounter = 0
-	bpfImpairCounterIMPAIR_PASSED             bpfImpairCounter = 1
-	bpfImpairCounterIMPAIR_DROPPED            bpfImpairCounter = 2
-	bpfImpairCounterIMPAIR_DELAYED            bpfImpairCounter = 3
-	bpfImpairCounterIMPAIR_REORDERED          bpfImpairCounter = 4
-	bpfImpairCounterIMPAIR_OVERSIZE           bpfImpairCounter = 5
-	bpfImpairCounterIMPAIR_RING_FULL          bpfImpairCounter = 6
-	bpfImpairCounterIMPAIR_REINJECTED_INGRESS bpfImpairCounter = 7
-	bpfImpairCounterIMPAIR_REINJECTED_EGRESS  bpfImpairCounter = 8
-	bpfImpairCounterIMPAIR_COUNTER_MAX        bpfImpairCounter = 9
+	bpfImpairCounterIMPAIR_SEEN        bpfImpairCounter = 0
+	bpfImpairCounterIMPAIR_PASSED      bpfImpairCounter = 1
+	bpfImpairCounterIMPAIR_DROPPED     bpfImpairCounter = 2
+	bpfImpairCounterIMPAIR_DELAYED     bpfImpairCounter = 3
+	bpfImpairCounterIMPAIR_REORDERED   bpfImpairCounter = 4
+	bpfImpairCounterIMPAIR_OVERSIZE    bpfImpairCounter = 5
+	bpfImpairCounterIMPAIR_RING_FULL   bpfImpairCounter = 6
+	bpfImpairCounterIMPAIR_REINJECTED  bpfImpairCounter = 7
+	bpfImpairCounterIMPAIR_COUNTER_MAX bpfImpairCounter = 8
 )
 
 type bpfImpairDir uint32

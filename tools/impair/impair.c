@@ -48,8 +48,7 @@ enum impair_counter {
 	IMPAIR_REORDERED, /* delayed by the extra reorder delay */
 	IMPAIR_OVERSIZE,  /* too large for the delay line, passed */
 	IMPAIR_RING_FULL, /* ring buffer full, passed undelayed */
-	IMPAIR_REINJECTED_INGRESS,
-	IMPAIR_REINJECTED_EGRESS,
+	IMPAIR_REINJECTED, /* delayed frames back from the delay line */
 	IMPAIR_COUNTER_MAX,
 };
 
@@ -84,7 +83,7 @@ volatile const __u32 impair_egress = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, IMPAIR_COUNTER_MAX);
+	__uint(max_entries, 2 * IMPAIR_COUNTER_MAX); /* index: dir * MAX + counter */
 	__type(key, __u32);
 	__type(value, __u64);
 } counters SEC(".maps");
@@ -94,8 +93,9 @@ struct {
 	__uint(max_entries, 8 << 20);
 } delayed SEC(".maps");
 
-static __always_inline void count(__u32 c)
+static __always_inline void count(enum impair_dir dir, __u32 c)
 {
+	c += dir * IMPAIR_COUNTER_MAX;
 	__u64 *v = bpf_map_lookup_elem(&counters, &c);
 	if (v)
 		*v += 1;
@@ -116,11 +116,11 @@ enum verdict {
 
 /* decide rolls the dice for one packet; for V_DELAY, *due is when it may
  * leave. */
-static __always_inline enum verdict decide(__u64 *due)
+static __always_inline enum verdict decide(enum impair_dir dir, __u64 *due)
 {
-	count(IMPAIR_SEEN);
+	count(dir, IMPAIR_SEEN);
 	if (loss_threshold && bpf_get_prandom_u32() < loss_threshold) {
-		count(IMPAIR_DROPPED);
+		count(dir, IMPAIR_DROPPED);
 		return V_DROP;
 	}
 	__u64 d = delay_ns;
@@ -128,10 +128,10 @@ static __always_inline enum verdict decide(__u64 *due)
 		d += (__u64)bpf_get_prandom_u32() % jitter_ns;
 	if (reorder_threshold && bpf_get_prandom_u32() < reorder_threshold) {
 		d += reorder_extra_ns;
-		count(IMPAIR_REORDERED);
+		count(dir, IMPAIR_REORDERED);
 	}
 	if (!d) {
-		count(IMPAIR_PASSED);
+		count(dir, IMPAIR_PASSED);
 		return V_PASS;
 	}
 	*due = bpf_ktime_get_ns() + d;
@@ -156,7 +156,7 @@ int impair_xdp(struct xdp_md *ctx)
 		return XDP_PASS;
 
 	__u64 due = 0;
-	switch (decide(&due)) {
+	switch (decide(IMPAIR_DIR_INGRESS, &due)) {
 	case V_PASS:
 		return XDP_PASS;
 	case V_DROP:
@@ -166,12 +166,12 @@ int impair_xdp(struct xdp_md *ctx)
 	}
 	__u32 len = bpf_xdp_get_buff_len(ctx);
 	if (len < 1 || len >= MAX_FRAME) {
-		count(IMPAIR_OVERSIZE);
+		count(IMPAIR_DIR_INGRESS, IMPAIR_OVERSIZE);
 		return XDP_PASS;
 	}
 	struct impair_frame *f = bpf_ringbuf_reserve(&delayed, sizeof(*f), 0);
 	if (!f) {
-		count(IMPAIR_RING_FULL);
+		count(IMPAIR_DIR_INGRESS, IMPAIR_RING_FULL);
 		return XDP_PASS;
 	}
 	if (bpf_xdp_load_bytes(ctx, 0, f->data, frame_len(len)) < 0) {
@@ -182,7 +182,7 @@ int impair_xdp(struct xdp_md *ctx)
 	f->len = len;
 	f->dir = IMPAIR_DIR_INGRESS;
 	bpf_ringbuf_submit(f, 0);
-	count(IMPAIR_DELAYED);
+	count(IMPAIR_DIR_INGRESS, IMPAIR_DELAYED);
 	return XDP_DROP;
 }
 
@@ -197,12 +197,12 @@ int impair_tc(struct __sk_buff *skb)
 {
 	if (reinject_ingress_mark && skb->mark == reinject_ingress_mark) {
 		skb->mark = 0;
-		count(IMPAIR_REINJECTED_INGRESS);
+		count(IMPAIR_DIR_INGRESS, IMPAIR_REINJECTED);
 		return bpf_redirect(skb->ifindex, BPF_F_INGRESS);
 	}
 	if (reinject_egress_mark && skb->mark == reinject_egress_mark) {
 		skb->mark = 0;
-		count(IMPAIR_REINJECTED_EGRESS);
+		count(IMPAIR_DIR_EGRESS, IMPAIR_REINJECTED);
 		return TCX_PASS;
 	}
 	if (!impair_egress)
@@ -215,7 +215,7 @@ int impair_tc(struct __sk_buff *skb)
 		return TCX_NEXT;
 
 	__u64 due = 0;
-	switch (decide(&due)) {
+	switch (decide(IMPAIR_DIR_EGRESS, &due)) {
 	case V_PASS:
 		return TCX_NEXT;
 	case V_DROP:
@@ -225,12 +225,12 @@ int impair_tc(struct __sk_buff *skb)
 	}
 	__u32 len = skb->len;
 	if (len < 1 || len >= MAX_FRAME || skb->gso_segs > 1) {
-		count(IMPAIR_OVERSIZE);
+		count(IMPAIR_DIR_EGRESS, IMPAIR_OVERSIZE);
 		return TCX_NEXT;
 	}
 	struct impair_frame *f = bpf_ringbuf_reserve(&delayed, sizeof(*f), 0);
 	if (!f) {
-		count(IMPAIR_RING_FULL);
+		count(IMPAIR_DIR_EGRESS, IMPAIR_RING_FULL);
 		return TCX_NEXT;
 	}
 	if (bpf_skb_load_bytes(skb, 0, f->data, frame_len(len)) < 0) {
@@ -241,7 +241,7 @@ int impair_tc(struct __sk_buff *skb)
 	f->len = len;
 	f->dir = IMPAIR_DIR_EGRESS;
 	bpf_ringbuf_submit(f, 0);
-	count(IMPAIR_DELAYED);
+	count(IMPAIR_DIR_EGRESS, IMPAIR_DELAYED);
 	return consume();
 }
 

@@ -100,23 +100,32 @@ func threshold(p float64) uint32 {
 	return uint32(p * (1 << 32))
 }
 
-// Counters are totals over all CPUs since Attach.
+// Counters are one direction's totals over all CPUs since Attach.
 type Counters struct {
-	Seen              uint64 // IPv4 TCP packets considered
-	Passed            uint64 // passed at once (no delay configured)
-	Dropped           uint64 // lost
-	Delayed           uint64 // handed to the delay line
-	Reordered         uint64 // given the extra reorder delay
-	Oversize          uint64 // too large for the delay line: passed undelayed
-	RingFull          uint64 // ring buffer full: passed undelayed
-	ReinjectedIngress uint64 // delayed received frames delivered
-	ReinjectedEgress  uint64 // delayed sent frames sent
-	SendErrors        uint64 // delay line sends that failed (lost)
+	Seen       uint64 // IPv4 TCP packets considered
+	Passed     uint64 // passed at once (no delay configured)
+	Dropped    uint64 // lost
+	Delayed    uint64 // handed to the delay line
+	Reordered  uint64 // given the extra reorder delay
+	Oversize   uint64 // too large for the delay line: passed undelayed
+	RingFull   uint64 // ring buffer full: passed undelayed
+	Reinjected uint64 // delayed frames that came back from the delay line
+	SendErrors uint64 // delay line sends that failed (lost)
 }
 
 func (c Counters) String() string {
-	return fmt.Sprintf("seen=%d passed=%d dropped=%d delayed=%d reordered=%d oversize=%d ring_full=%d reinjected_in=%d reinjected_out=%d send_errors=%d",
-		c.Seen, c.Passed, c.Dropped, c.Delayed, c.Reordered, c.Oversize, c.RingFull, c.ReinjectedIngress, c.ReinjectedEgress, c.SendErrors)
+	return fmt.Sprintf("seen=%d passed=%d dropped=%d delayed=%d reordered=%d oversize=%d ring_full=%d reinjected=%d send_errors=%d",
+		c.Seen, c.Passed, c.Dropped, c.Delayed, c.Reordered, c.Oversize, c.RingFull, c.Reinjected, c.SendErrors)
+}
+
+// Stats are the counters of both directions: Ingress for the packets the
+// interface receives, Egress for those it sends.
+type Stats struct {
+	Ingress, Egress Counters
+}
+
+func (s Stats) String() string {
+	return fmt.Sprintf("ingress{%v} egress{%v}", s.Ingress, s.Egress)
 }
 
 // Impairer impairs one interface until closed.
@@ -213,40 +222,44 @@ func Attach(ifindex int, cfg Config) (*Impairer, error) {
 	return im, nil
 }
 
-// Counters reads the counters.
-func (im *Impairer) Counters() (Counters, error) {
-	var c Counters
-	fields := []*uint64{
-		bpfImpairCounterIMPAIR_SEEN:               &c.Seen,
-		bpfImpairCounterIMPAIR_PASSED:             &c.Passed,
-		bpfImpairCounterIMPAIR_DROPPED:            &c.Dropped,
-		bpfImpairCounterIMPAIR_DELAYED:            &c.Delayed,
-		bpfImpairCounterIMPAIR_REORDERED:          &c.Reordered,
-		bpfImpairCounterIMPAIR_OVERSIZE:           &c.Oversize,
-		bpfImpairCounterIMPAIR_RING_FULL:          &c.RingFull,
-		bpfImpairCounterIMPAIR_REINJECTED_INGRESS: &c.ReinjectedIngress,
-		bpfImpairCounterIMPAIR_REINJECTED_EGRESS:  &c.ReinjectedEgress,
-	}
-	if err := readCounters(im.objs.Counters, fields); err != nil {
-		return c, err
-	}
+// Stats reads the counters.
+func (im *Impairer) Stats() (Stats, error) {
+	s, err := readStats(im.objs.Counters)
 	if im.line != nil {
-		c.SendErrors = im.line.sendErrors.Load()
+		s.Ingress.SendErrors = im.line.sendErrors[bpfImpairDirIMPAIR_DIR_INGRESS].Load()
+		s.Egress.SendErrors = im.line.sendErrors[bpfImpairDirIMPAIR_DIR_EGRESS].Load()
 	}
-	return c, nil
+	return s, err
 }
 
-func readCounters(m *ebpf.Map, fields []*uint64) error {
-	for i, f := range fields {
-		var perCPU []uint64
-		if err := m.Lookup(uint32(i), &perCPU); err != nil {
-			return fmt.Errorf("impair: read counter %d: %w", i, err)
+func readStats(m *ebpf.Map) (Stats, error) {
+	var s Stats
+	for dir, c := range map[bpfImpairDir]*Counters{
+		bpfImpairDirIMPAIR_DIR_INGRESS: &s.Ingress,
+		bpfImpairDirIMPAIR_DIR_EGRESS:  &s.Egress,
+	} {
+		fields := []*uint64{
+			bpfImpairCounterIMPAIR_SEEN:       &c.Seen,
+			bpfImpairCounterIMPAIR_PASSED:     &c.Passed,
+			bpfImpairCounterIMPAIR_DROPPED:    &c.Dropped,
+			bpfImpairCounterIMPAIR_DELAYED:    &c.Delayed,
+			bpfImpairCounterIMPAIR_REORDERED:  &c.Reordered,
+			bpfImpairCounterIMPAIR_OVERSIZE:   &c.Oversize,
+			bpfImpairCounterIMPAIR_RING_FULL:  &c.RingFull,
+			bpfImpairCounterIMPAIR_REINJECTED: &c.Reinjected,
 		}
-		for _, v := range perCPU {
-			*f += v
+		for i, f := range fields {
+			key := uint32(dir)*uint32(bpfImpairCounterIMPAIR_COUNTER_MAX) + uint32(i)
+			var perCPU []uint64
+			if err := m.Lookup(key, &perCPU); err != nil {
+				return s, fmt.Errorf("impair: read counter %d: %w", key, err)
+			}
+			for _, v := range perCPU {
+				*f += v
+			}
 		}
 	}
-	return nil
+	return s, nil
 }
 
 // Close detaches the programs, stops the delay line (frames still in it are
@@ -278,7 +291,7 @@ type delayLine struct {
 	frames     chan frame
 	done       chan struct{}
 	wg         sync.WaitGroup
-	sendErrors atomic.Uint64
+	sendErrors [2]atomic.Uint64 // by bpfImpairDir
 }
 
 type frame struct {
@@ -398,13 +411,13 @@ func (l *delayLine) schedule() {
 }
 
 func (l *delayLine) send(f frame) {
-	fd := l.egress
+	fd, dir := l.egress, bpfImpairDirIMPAIR_DIR_EGRESS
 	if f.ingress {
-		fd = l.ingress
+		fd, dir = l.ingress, bpfImpairDirIMPAIR_DIR_INGRESS
 	}
 	to := &unix.SockaddrLinklayer{Ifindex: l.ifindex, Protocol: htons(unix.ETH_P_IP)}
 	if err := unix.Sendto(fd, f.data, 0, to); err != nil {
-		l.sendErrors.Add(1)
+		l.sendErrors[dir].Add(1)
 	}
 }
 

