@@ -362,6 +362,7 @@ func (l *delayLine) read() {
 			ingress: binary.NativeEndian.Uint32(raw[12:]) == uint32(bpfImpairDirIMPAIR_DIR_INGRESS),
 			data:    append([]byte(nil), raw[frameHeader:frameHeader+n]...),
 		}
+		completeTCPChecksum(f.data)
 		select {
 		case l.frames <- f:
 		case <-l.done:
@@ -437,6 +438,43 @@ func (l *delayLine) closeSockets() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// completeTCPChecksum computes the TCP checksum of an Ethernet/IPv4/TCP
+// frame. The programs copy packets as they are in the socket buffer, and a
+// locally sent segment (or one forwarded from a veth) is often
+// CHECKSUM_PARTIAL: its checksum field holds only the pseudo-header sum, and
+// the device or the stack was to finish it. That note does not survive the
+// copy, so the delay line finishes the checksum itself; a complete checksum
+// is recomputed to the same value.
+func completeTCPChecksum(frame []byte) {
+	const eth = 14
+	if len(frame) < eth+20 || binary.BigEndian.Uint16(frame[12:]) != unix.ETH_P_IP {
+		return
+	}
+	ip := frame[eth:]
+	ihl := int(ip[0]&0x0f) * 4
+	total := int(binary.BigEndian.Uint16(ip[2:]))
+	fragment := binary.BigEndian.Uint16(ip[6:])&0x3fff != 0
+	if ip[0]>>4 != 4 || ip[9] != unix.IPPROTO_TCP || fragment || ihl < 20 || total < ihl+20 || total > len(ip) {
+		return
+	}
+	seg := ip[ihl:total]
+	seg[16], seg[17] = 0, 0
+	sum := uint32(unix.IPPROTO_TCP) + uint32(len(seg))
+	for i := 12; i < 20; i += 2 { // source and destination addresses
+		sum += uint32(binary.BigEndian.Uint16(ip[i:]))
+	}
+	for i := 0; i+1 < len(seg); i += 2 {
+		sum += uint32(binary.BigEndian.Uint16(seg[i:]))
+	}
+	if len(seg)%2 == 1 {
+		sum += uint32(seg[len(seg)-1]) << 8
+	}
+	for sum>>16 != 0 {
+		sum = sum&0xffff + sum>>16
+	}
+	binary.BigEndian.PutUint16(seg[16:], ^uint16(sum))
 }
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }

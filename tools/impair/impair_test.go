@@ -199,3 +199,41 @@ func TestConfigValidation(t *testing.T) {
 		t.Error("load accepted Loss 2")
 	}
 }
+
+// A checksum the stack left partial (pseudo-header sum only) comes out
+// complete; a complete one is unchanged.
+func TestCompleteTCPChecksum(t *testing.T) {
+	for _, payload := range []int{0, 1, 1000} {
+		f := tcpFrame(payload)
+		ip := f[ethHeaderBytes:]
+		tcp := ip[20:]
+		binary.BigEndian.PutUint16(tcp[0:], 35938)
+		binary.BigEndian.PutUint16(tcp[2:], 80)
+		binary.BigEndian.PutUint32(tcp[4:], 0xdeadbeef)
+		tcp[12] = 5 << 4
+		tcp[13] = 0x10
+		binary.BigEndian.PutUint16(tcp[16:], 0x1680)
+		completeTCPChecksum(f)
+		// Verify the RFC 1071 way: the sum over pseudo-header and segment,
+		// checksum included, is all ones.
+		sum := uint32(6 + len(tcp))
+		for i := 12; i < 20; i += 2 {
+			sum += uint32(binary.BigEndian.Uint16(ip[i:]))
+		}
+		padded := append(append([]byte(nil), tcp...), 0)
+		for i := 0; i+1 < len(padded); i += 2 {
+			sum += uint32(binary.BigEndian.Uint16(padded[i:]))
+		}
+		for sum>>16 != 0 {
+			sum = sum&0xffff + sum>>16
+		}
+		if sum != 0xffff {
+			t.Errorf("payload %d: checksum %#04x does not verify (sum %#04x)", payload, binary.BigEndian.Uint16(tcp[16:]), sum)
+		}
+		want := binary.BigEndian.Uint16(tcp[16:])
+		completeTCPChecksum(f)
+		if got := binary.BigEndian.Uint16(tcp[16:]); got != want {
+			t.Errorf("payload %d: complete checksum %#04x changed to %#04x", payload, want, got)
+		}
+	}
+}
