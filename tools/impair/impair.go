@@ -29,8 +29,11 @@
 // Received packets are impaired in XDP, not TC ingress, because a veth with
 // GRO on (which the testbed needs) hands TC ingress packets already merged
 // into 64 KB aggregates; XDP sees them one wire frame at a time. Packets
-// larger than a 1500-byte MTU frame (GSO aggregates on egress) are not
-// delayed and are counted as Oversize; the tests assert there are none.
+// larger than a 1500-byte MTU frame are not delayed and are counted as
+// Oversize; the tests assert there are none. To keep locally sent TCP from
+// building GSO aggregates on egress, Attach sets the interface's
+// gso_max_segs to 1 while it is attached (netem sees aggregates whole; this
+// impairs wire-sized packets, which is what loss and reordering are about).
 //
 // Lost and delayed packets leave TC egress by a redirect to ifindex 0: the
 // kernel frees them and reports success to the sender, as netem does. A
@@ -51,6 +54,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -134,8 +138,20 @@ type Impairer struct {
 	objs    bpfObjects
 	links   []link.Link
 	line    *delayLine
-	once    sync.Once
-	err     error
+	// nl is a netlink socket in the interface's namespace, to restore
+	// gsoMaxSegs on Close from any thread.
+	nl         *netlink.Handle
+	gsoMaxSegs int
+	once       sync.Once
+	err        error
+}
+
+// directions fills in the default: both.
+func (c Config) directions() Config {
+	if !c.Ingress && !c.Egress {
+		c.Ingress, c.Egress = true, true
+	}
+	return c
 }
 
 // load loads the programs with cfg compiled in as constants.
@@ -143,9 +159,7 @@ func load(cfg Config) (*bpfObjects, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	if !cfg.Ingress && !cfg.Egress {
-		cfg.Ingress, cfg.Egress = true, true
-	}
+	cfg = cfg.directions()
 	reorderDelay := cfg.ReorderDelay
 	if reorderDelay == 0 {
 		reorderDelay = max(cfg.Delay, time.Millisecond)
@@ -200,6 +214,11 @@ func Attach(ifindex int, cfg Config) (*Impairer, error) {
 		return nil, errors.Join(err, im.Close())
 	}
 
+	if cfg.directions().Egress {
+		if err := im.limitGSO(); err != nil {
+			return fail(err)
+		}
+	}
 	// The delay line first, so that no frame handed to it is lost.
 	im.line, err = newDelayLine(ifindex, im.objs.Delayed)
 	if err != nil {
@@ -220,6 +239,42 @@ func Attach(ifindex int, cfg Config) (*Impairer, error) {
 	}
 	im.links = append(im.links, xdp)
 	return im, nil
+}
+
+// limitGSO sets gso_max_segs to 1, remembering the old value.
+func (im *Impairer) limitGSO() error {
+	nl, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		return fmt.Errorf("impair: netlink: %w", err)
+	}
+	im.nl = nl
+	l, err := nl.LinkByIndex(im.ifindex)
+	if err != nil {
+		return fmt.Errorf("impair: link %d: %w", im.ifindex, err)
+	}
+	if err := nl.LinkSetGSOMaxSegs(l, 1); err != nil {
+		return fmt.Errorf("impair: set gso_max_segs of %s: %w", l.Attrs().Name, err)
+	}
+	im.gsoMaxSegs = int(l.Attrs().GSOMaxSegs)
+	return nil
+}
+
+func (im *Impairer) restoreGSO() error {
+	if im.nl == nil {
+		return nil
+	}
+	defer im.nl.Close()
+	if im.gsoMaxSegs == 0 {
+		return nil
+	}
+	l, err := im.nl.LinkByIndex(im.ifindex)
+	if err != nil {
+		return fmt.Errorf("impair: link %d: %w", im.ifindex, err)
+	}
+	if err := im.nl.LinkSetGSOMaxSegs(l, im.gsoMaxSegs); err != nil {
+		return fmt.Errorf("impair: restore gso_max_segs of %s: %w", l.Attrs().Name, err)
+	}
+	return nil
 }
 
 // Stats reads the counters.
@@ -275,7 +330,7 @@ func (im *Impairer) Close() error {
 		if im.line != nil {
 			errs = append(errs, im.line.close())
 		}
-		errs = append(errs, im.objs.Close())
+		errs = append(errs, im.objs.Close(), im.restoreGSO())
 		im.err = errors.Join(errs...)
 	})
 	return im.err
