@@ -8,7 +8,7 @@ GOFLAGS   ?=
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X main.version=$(VERSION)
 # Directories holding a BPF program and its bpf2go output.
-BPF_DIRS  := xdp tc
+BPF_DIRS  := xdp tc tools/impair
 # Packages each target needs; `deps` installs all of them.
 PKGS_BUILD := ca-certificates git
 PKGS_GEN   := clang-19 llvm-19 libbpf-dev linux-libc-dev
@@ -68,7 +68,7 @@ generate:
 # compile a copy of the tree and compare byte for byte.
 check-generated:
 	@tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; \
-	cp -r go.mod go.sum bpf $(BPF_DIRS) $$tmp/ && \
+	cp -r --parents go.mod go.sum bpf $(BPF_DIRS) $$tmp/ && \
 	(cd $$tmp && $(GO) generate $(addprefix ./,$(addsuffix /...,$(BPF_DIRS)))) && \
 	for d in $(BPF_DIRS); do \
 	  for f in $$d/*_bpfel.o $$d/*_bpfel.go; do \
