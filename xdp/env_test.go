@@ -526,6 +526,7 @@ var counterNames = map[xdp.Counter]string{
 	xdp.CounterBackendSYNs: "backend_syns", xdp.CounterSpliced: "spliced", xdp.CounterSplicedNoRoom: "spliced_no_room",
 	xdp.CounterSlowpath: "slowpath", xdp.CounterDropHTTPState: "drop_http_state",
 	xdp.CounterRebinds: "rebinds", xdp.CounterResetUnroutable: "reset_unroutable",
+	xdp.CounterBackendRetries: "backend_retries",
 }
 
 // delta is a set of expected counter increments: {service id, counter} → n.
