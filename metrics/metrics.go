@@ -71,6 +71,7 @@ func New(counters *ebpf.Map, source Source, version string, log *slog.Logger) *C
 			xdp.CounterSplicedNoRoom:       prometheus.NewDesc("rauta_xdp_spliced_without_request_total", "Backend SYN-ACKs answered with a bare ACK: the frame had no room for the request, which the client's retransmission then carries.", svc, nil),
 			xdp.CounterRebinds:             prometheus.NewDesc("rauta_xdp_rebinds_total", "Keep-alive requests that moved their connection to another pool's backend.", svc, nil),
 			xdp.CounterResetUnroutable:     prometheus.NewDesc("rauta_xdp_reset_unroutable_total", "Connections reset because a later request could not be routed in XDP.", svc, nil),
+			xdp.CounterBackendRetries:      prometheus.NewDesc("rauta_xdp_backend_retries_total", "Backends that refused a spliced connection's SYN (RST), the SYN then sent to the pool's next Maglev choice.", svc, nil),
 			xdp.CounterSlowpath:            prometheus.NewDesc("rauta_xdp_slowpath_connections_total", "HTTP connections handed to the slow path (by reason: rauta_xdp_slowpath_reason_total).", svc, nil),
 		},
 		passed:  prometheus.NewDesc("rauta_xdp_passed_packets_total", "Packets handed to the kernel, by reason.", withReason, nil),

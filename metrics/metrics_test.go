@@ -67,6 +67,7 @@ var exported = map[xdp.Counter]struct{ metric, reason string }{
 	xdp.CounterDropHTTPState:       {"rauta_xdp_dropped_packets_total", "http_state"},
 	xdp.CounterRebinds:             {"rauta_xdp_rebinds_total", ""},
 	xdp.CounterResetUnroutable:     {"rauta_xdp_reset_unroutable_total", ""},
+	xdp.CounterBackendRetries:      {"rauta_xdp_backend_retries_total", ""},
 }
 
 // exportedFamilies are the metrics this test knows: the scrape is compared

@@ -52,7 +52,8 @@ const (
 	bpfCounterCOUNTER_DROP_HTTP_STATE        bpfCounter = 26
 	bpfCounterCOUNTER_REBINDS                bpfCounter = 27
 	bpfCounterCOUNTER_RESET_UNROUTABLE       bpfCounter = 28
-	bpfCounterCOUNTER_MAX                    bpfCounter = 29
+	bpfCounterCOUNTER_BACKEND_RETRIES        bpfCounter = 29
+	bpfCounterCOUNTER_MAX                    bpfCounter = 30
 )
 
 type bpfFlow struct {
@@ -79,7 +80,8 @@ type bpfFlow struct {
 	SndNxt        uint32
 	ReqNext       uint32
 	Framing       uint8
-	_             [3]byte
+	Refusals      uint8
+	_             [2]byte
 	NhIfindex     uint32
 	NhLen         uint16
 	NhDmac        [6]uint8

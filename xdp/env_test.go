@@ -522,10 +522,11 @@ var counterNames = map[xdp.Counter]string{
 	xdp.CounterDropNoBackend: "drop_no_backend", xdp.CounterDropICMPUnknownFlow: "drop_icmp_unknown_flow",
 	xdp.CounterDropTTLExceeded: "drop_ttl_exceeded", xdp.CounterDropSpoofedVIP: "drop_spoofed_vip",
 	xdp.CounterSYNCookiesSent: "syn_cookies_sent", xdp.CounterHandshakesCompleted: "handshakes_completed",
-	xdp.CounterDropBadCookie: "drop_bad_cookie", xdp.CounterPassNoCookieKey: "pass_no_cookie_key",
+	xdp.CounterDropBadCookie: "drop_bad_cookie", xdp.CounterPassNoCookieKey: "pass_no_cookie_key", xdp.CounterPassLocalSocket: "pass_local_socket",
 	xdp.CounterBackendSYNs: "backend_syns", xdp.CounterSpliced: "spliced", xdp.CounterSplicedNoRoom: "spliced_no_room",
 	xdp.CounterSlowpath: "slowpath", xdp.CounterDropHTTPState: "drop_http_state",
 	xdp.CounterRebinds: "rebinds", xdp.CounterResetUnroutable: "reset_unroutable",
+	xdp.CounterBackendRetries: "backend_retries",
 }
 
 // delta is a set of expected counter increments: {service id, counter} → n.

@@ -425,6 +425,8 @@ type spConn struct {
 	req    []byte // the stashed request
 	reqSeq uint32 // the sequence number of its first byte
 	lbSeq  uint32 // the LB's ISN for the current backend connection
+	// backends that refused the current request's SYN
+	refusals uint8
 }
 
 // conn is a connection whose handshake happened (the cookie is made by the
@@ -518,6 +520,7 @@ func (c *spConn) wantFlows(tb testing.TB, splice uint8) (fwd, rev xdp.Flow) {
 		PoolId: c.e.poolID(tb, c.pool),
 	}
 	fwd.ReqNext, fwd.Framing = c.reqSeq+reqLen(c.req), framingOf(c.req)
+	fwd.Refusals = c.refusals
 	if splice == xdp.SpliceEstablished {
 		fwd.SeqDelta = c.lbSeq - c.bisn
 		fwd.BackendWscale = syncookie.NoWindowScale

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cilium/ebpf"
 	"github.com/google/gopacket/layers"
 
 	"github.com/rauta-lb/rauta/loader"
@@ -1170,4 +1171,151 @@ func TestHTTPSlowpathService(t *testing.T) {
 				counters: []xdp.Counter{xdp.CounterDropBadCookie}})
 		})
 	}
+}
+
+// maglevOrder is the order in which a connection with key k is offered to
+// the backends of the pool with id poolID: the Maglev table from slot
+// flowHash(k) % size on, wrapping, each backend once, empty entries
+// skipped. The slow path (router.Table.Backends) must give the same.
+func (e *spEnv) maglevOrder(tb testing.TB, poolID uint32, k xdp.FlowKey) []netip.AddrPort {
+	tb.Helper()
+	var pool xdp.Pool
+	if err := e.objs.Pools.Lookup(poolID, &pool); err != nil {
+		tb.Fatal(err)
+	}
+	var innerID ebpf.MapID
+	if err := e.objs.MaglevTables.Lookup(pool.TableSlot, &innerID); err != nil {
+		tb.Fatal(err)
+	}
+	inner, err := ebpf.NewMapFromID(innerID)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer inner.Close()
+	var order []netip.AddrPort
+	seen := map[uint32]bool{}
+	idx := flowHash(k) % pool.TableSize
+	for i := range pool.TableSize {
+		var id uint32
+		if err := inner.Lookup((idx+i)%pool.TableSize, &id); err != nil {
+			tb.Fatal(err)
+		}
+		var b xdp.Backend
+		if err := e.objs.Backends.Lookup(id, &b); err != nil {
+			tb.Fatal(err)
+		}
+		if b.Addr == 0 || seen[id] {
+			continue
+		}
+		seen[id] = true
+		order = append(order, netip.AddrPortFrom(xdp.AddrFrom(b.Addr), xdp.PortFrom(b.Port)))
+	}
+	return order
+}
+
+// TestHTTPBackendRefusesNextChoice: a backend that refuses the spliced
+// SYN (RST) is replaced by the pool's next Maglev choice, the SYN the same
+// (client ISN and options), up to three backends; then the client is reset.
+func TestHTTPBackendRefusesNextChoice(t *testing.T) {
+	e := newSpliceEnv(t)
+	s := routedState()
+	s.Pools[0] = loader.Pool{Name: "a", MaglevSize: tableSize, Backends: []loader.Backend{
+		{Address: beA, Weight: 1}, {Address: beB, Weight: 1}, {Address: beC, Weight: 1},
+	}}
+	e.apply(t, s)
+	poolA := e.poolID(t, "a")
+
+	// first sends the first request of a connection on port and checks the
+	// SYN goes to the first choice; it returns the connection, the request
+	// segment and the backends in Maglev order.
+	first := func(t *testing.T, port uint16) (*spConn, spSeg, []netip.AddrPort) {
+		t.Helper()
+		c := e.conn(port, 0x0900_0000+uint32(port)*7, 7)
+		order := e.maglevOrder(t, poolA, c.fwd())
+		if len(order) != 3 {
+			t.Fatalf("Maglev order %v, want the three backends", order)
+		}
+		req := httpGet("x.test", "/a/refused")
+		in := c.fromClient(tcpFlags{ACK: true, PSH: true}, c.isn+1, c.cookie+1, req)
+		c.be, c.pool, c.req, c.reqSeq, c.lbSeq = order[0], "a", req, c.isn+1, c.cookie
+		e.step(t, spStep{in: e.eth1, frame: in.frame(), verdict: xdpRedirect,
+			counters: []xdp.Counter{xdp.CounterNewFlows, xdp.CounterBackendSYNs, xdp.CounterForwarded},
+			out:      c.backendSYN(in, order[0], c.isn).frame()})
+		return c, in, order
+	}
+	// refuse has backend c.be refuse and checks the SYN goes to next.
+	refuse := func(t *testing.T, c *spConn, req spSeg, next netip.AddrPort) {
+		t.Helper()
+		r := c.fromBackend(c.be, rst, 0, c.isn+1, 0, nil)
+		old := c.be
+		e.step(t, spStep{in: e.eth2, frame: r.frame(), verdict: xdpRedirect,
+			counters: []xdp.Counter{xdp.CounterBackendRetries, xdp.CounterBackendSYNs, xdp.CounterForwarded},
+			out:      c.backendSYN(req, next, c.isn).frame()})
+		c.be = next
+		c.refusals++
+		fwd, rev := c.wantFlows(t, xdp.SpliceSYNSent)
+		e.checkFlow(t, c.fwd(), fwd)
+		e.checkFlow(t, c.rev(next), rev)
+		e.noFlow(t, c.rev(old), "the refusing backend's entry")
+		if st, ok := e.stash(t, c.fwd()); !ok || string(st) != string(c.req) {
+			t.Errorf("stash %q (present %v), want the request", st, ok)
+		}
+	}
+
+	t.Run("second-choice-accepts", func(t *testing.T) {
+		c, req, order := first(t, 49400)
+		refuse(t, c, req, order[1])
+		// A late RST from the first backend changes nothing: it has no
+		// entry any more.
+		late := c.fromBackend(order[0], rst, 0, c.isn+1, 0, nil)
+		v, _ := e.runBig(t, late.frame(), e.eth2)
+		if v != xdpPass {
+			t.Errorf("late RST of the refusing backend: verdict %s, want pass (no flow)", verdictName(v))
+		}
+		c.splice(t, 0x0a00_0000, 7)
+	})
+
+	t.Run("exhausted", func(t *testing.T) {
+		c, req, order := first(t, 49401)
+		refuse(t, c, req, order[1])
+		refuse(t, c, req, order[2])
+		// The third refusal resets the client at the sequence number it
+		// expects from the LB.
+		r := c.fromBackend(order[2], rst, 0, c.isn+1, 0, nil)
+		e.step(t, spStep{in: e.eth2, frame: r.frame(), verdict: xdpRedirect,
+			counters: []xdp.Counter{xdp.CounterForwarded}, out: toClientOut(r, c.cookie+1, 0).frame()})
+		e.noFlow(t, c.fwd(), "after the last backend refused")
+		for _, be := range order {
+			e.noFlow(t, c.rev(be), "after the last backend refused")
+		}
+		if _, ok := e.stash(t, c.fwd()); ok {
+			t.Error("stash left after the last backend refused")
+		}
+	})
+
+	t.Run("client-retransmission-goes-to-current-choice", func(t *testing.T) {
+		c, req, order := first(t, 49402)
+		refuse(t, c, req, order[1])
+		e.step(t, spStep{in: e.eth1, frame: req.frame(), verdict: xdpRedirect,
+			counters: []xdp.Counter{xdp.CounterBackendSYNs, xdp.CounterForwarded},
+			out:      c.backendSYN(req, order[1], c.isn).frame()})
+	})
+
+	t.Run("emptied-backend-skipped", func(t *testing.T) {
+		c, req, order := first(t, 49403)
+		// The second choice's entry is zeroed, as a reload that removes a
+		// backend leaves it while packets may still read the old table.
+		var id uint32
+		var b xdp.Backend
+		for iter := e.objs.Backends.Iterate(); iter.Next(&id, &b); {
+			if b.Addr == xdp.Addr(order[1].Addr()) {
+				break
+			}
+		}
+		if err := e.objs.Backends.Put(id, xdp.Backend{}); err != nil {
+			t.Fatal(err)
+		}
+		defer e.objs.Backends.Put(id, b)
+		refuse(t, c, req, order[2])
+	})
 }

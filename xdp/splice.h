@@ -114,9 +114,12 @@ static __always_inline int reparse(struct xdp_md *ctx, struct packet *pkt)
 	return 0;
 }
 
-/* Turns the client's first data segment into the SYN to the backend: the
- * client's address, port and ISN, the options its cookie carried. */
-static __always_inline int write_backend_syn(struct xdp_md *ctx, struct packet *pkt, const struct flow *f)
+/* Turns the packet into the SYN to the backend of forward entry f: the
+ * address and port of the client (cl, cport), its ISN, the options its
+ * cookie carried, TTL ttl. The packet is the client's request, or the RST
+ * of a backend that refused the previous SYN. */
+static __always_inline int write_backend_syn(struct xdp_md *ctx, struct packet *pkt, const struct flow *f,
+					     __be32 cl, __be16 cport, __u8 ttl)
 {
 	struct syn_frame out = {};
 	__u32 window = f->client_window;
@@ -126,11 +129,11 @@ static __always_inline int write_backend_syn(struct xdp_md *ctx, struct packet *
 	out.ip.ihl = 5;
 	out.ip.tot_len = bpf_htons(sizeof(out.ip) + sizeof(out.tcp) + sizeof(out.opts));
 	out.ip.frag_off = bpf_htons(IP_DF);
-	out.ip.ttl = pkt->ip->ttl;
+	out.ip.ttl = ttl;
 	out.ip.protocol = IPPROTO_TCP;
-	out.ip.saddr = pkt->ip->saddr;
+	out.ip.saddr = cl;
 	out.ip.daddr = f->nat_addr;
-	out.tcp.source = pkt->tcp->source;
+	out.tcp.source = cport;
 	out.tcp.dest = f->nat_port;
 	out.tcp.seq = bpf_htonl(f->client_isn);
 	out.tcp.doff = (sizeof(out.tcp) + sizeof(out.opts)) / 4;
@@ -172,6 +175,79 @@ static __always_inline const struct backend *pool_backend(__u32 pool_id, const s
 		return NULL;
 	*backend_id = *id;
 	return be;
+}
+
+/* The walk through a pool's Maglev table for the next choice after a
+ * refusal: slots idx, idx+1, ... (wrapping), each backend counted once,
+ * empty entries (a backend removed by a reload) skipped; the want-th
+ * distinct backend (0: the first choice) is the answer. The Go slow path
+ * (router.Table.Backends) walks in exactly this order. */
+struct next_choice {
+	__u32 slot;    /* of the table in maglev_tables */
+	__u32 size;
+	__u32 idx;
+	__u32 want;
+	__u32 seen[HTTP_BACKEND_TRIES];
+	__u32 found;   /* distinct backends met so far */
+	__u32 id;      /* the answer, when found > want */
+};
+
+static long next_choice_step(__u64 k, void *ctx)
+{
+	struct next_choice *nc = ctx;
+	__u32 slot = nc->slot, index = (nc->idx + (__u32)k) % nc->size, id;
+	const struct backend *be;
+	void *table;
+	__u32 *entry;
+
+	table = bpf_map_lookup_elem(&maglev_tables, &slot);
+	if (!table)
+		return 1;
+	entry = bpf_map_lookup_elem(table, &index);
+	if (!entry)
+		return 1;
+	id = *entry;
+	be = bpf_map_lookup_elem(&backends, &id);
+	if (!be || be->addr == 0)
+		return 0;
+	for (int i = 0; i < HTTP_BACKEND_TRIES; i++)
+		if (i < nc->found && nc->seen[i] == id)
+			return 0;
+	if (nc->found >= nc->want) {
+		nc->id = id;
+		nc->found++;
+		return 1;
+	}
+	/* constant indexes: the verifier sees every write inside seen */
+	if (nc->found == 0)
+		nc->seen[0] = id;
+	else if (nc->found == 1)
+		nc->seen[1] = id;
+	else
+		nc->seen[2] = id;
+	nc->found++;
+	return 0;
+}
+
+/* The want-th distinct usable backend of the pool for a connection, in the
+ * order of next_choice; NULL when the pool has fewer. */
+static __always_inline const struct backend *pool_choice(__u32 pool_id, const struct flow_key *key,
+							 __u32 want, __u32 *backend_id)
+{
+	struct pool *pool = bpf_map_lookup_elem(&pools, &pool_id);
+	struct next_choice nc = {};
+
+	if (!pool || pool->table_size == 0 || want >= HTTP_BACKEND_TRIES)
+		return NULL;
+	nc.slot = pool->table_slot;
+	nc.size = pool->table_size;
+	nc.idx = flow_hash(key) % nc.size;
+	nc.want = want;
+	bpf_loop(nc.size, next_choice_step, &nc, 0);
+	if (nc.found <= want)
+		return NULL;
+	*backend_id = nc.id;
+	return bpf_map_lookup_elem(&backends, backend_id);
 }
 
 /* Looks up a route: first for the request's host, then host-less. */
@@ -323,7 +399,7 @@ static __always_inline int http_first_segment(struct xdp_md *ctx, struct packet 
 	record_reverse(&pkt->key, &f);
 	bpf_map_update_elem(&flows, &pkt->key, &f, BPF_ANY);
 
-	if (write_backend_syn(ctx, pkt, &f))
+	if (write_backend_syn(ctx, pkt, &f, pkt->ip->saddr, pkt->tcp->source, pkt->ip->ttl))
 		return XDP_DROP;
 	count(svc->id, COUNTER_NEW_FLOWS, 1);
 	count(svc->id, COUNTER_BACKEND_SYNS, 1);
@@ -511,9 +587,10 @@ static __always_inline int http_later_request(struct xdp_md *ctx, struct packet 
 	f->stash_len = len;
 	f->req_next = bpf_ntohl(tcp->seq) + s->p.hdr_end + (__u32)s->p.clen;
 	f->framing = s->p.upgrade ? FRAMING_UPGRADE : FRAMING_HTTP;
+	f->refusals = 0;
 
 	record_reverse(&pkt->key, f);
-	if (write_backend_syn(ctx, pkt, f))
+	if (write_backend_syn(ctx, pkt, f, pkt->ip->saddr, pkt->tcp->source, pkt->ip->ttl))
 		return 1;
 	count(service_id, COUNTER_REBINDS, 1);
 	count(service_id, COUNTER_BACKEND_SYNS, 1);
@@ -549,7 +626,7 @@ static __always_inline int http_to_backend(struct xdp_md *ctx, struct packet *pk
 		/* The client retransmits its request while the backend has not
 		 * answered: the backend's SYN was probably lost, send it again. */
 		if (seq == f->client_isn + 1 && payload_len(pkt) > 0 && !tcp->syn && !tcp->rst) {
-			if (write_backend_syn(ctx, pkt, f))
+			if (write_backend_syn(ctx, pkt, f, pkt->ip->saddr, pkt->tcp->source, pkt->ip->ttl))
 				return XDP_DROP;
 			count(service_id, COUNTER_BACKEND_SYNS, 1);
 			return forward(ctx, pkt, service_id);
@@ -690,6 +767,57 @@ static __always_inline int http_backend_synack(struct xdp_md *ctx, struct packet
 	return send_back(ctx);
 }
 
+/* The backend refused the SYN of reverse entry f's connection (RST): offer
+ * the SYN to the pool's next Maglev choice (pool_choice), the client's ISN
+ * and options as before, unless HTTP_BACKEND_TRIES backends have refused.
+ * The forward entry moves to the new backend, the refusing backend's
+ * reverse entry is replaced by the new one's, the stash (keyed by the
+ * client) stays. Returns 0 when there is no next choice, else 1 with the
+ * verdict in *verdict. */
+static __always_inline int next_backend(struct xdp_md *ctx, struct packet *pkt, struct flow *f, int *verdict)
+{
+	struct flow_key client_key = {};
+	struct flow *cf;
+	const struct backend *be;
+	__u32 backend_id, refused = f->backend_id, service_id = f->service_id;
+	__be32 cl = pkt->key.daddr;
+	__be16 cport = pkt->key.dport;
+
+	client_key.saddr = cl;
+	client_key.sport = cport;
+	client_key.daddr = f->nat_addr;
+	client_key.dport = f->nat_port;
+	client_key.proto = IPPROTO_TCP;
+	cf = bpf_map_lookup_elem(&flows, &client_key);
+	/* only the backend the connection is waiting for can refuse it */
+	if (!cf || cf->splice != SPLICE_SYN_SENT || cf->backend_id != refused)
+		return 0;
+	if (cf->refusals + 1 >= HTTP_BACKEND_TRIES)
+		return 0;
+	be = pool_choice(cf->pool_id, &client_key, cf->refusals + 1, &backend_id);
+	/* the same backend again only after a reload reshuffled the table */
+	if (!be || be->addr == 0 || backend_id == refused)
+		return 0;
+
+	/* In place (a copy would not fit the stack beside bpf_loop's frame).
+	 * The new backend cannot answer before the SYN below, so its reverse
+	 * entry is there in time. */
+	cf->nat_addr = be->addr;
+	cf->nat_port = be->port;
+	cf->backend_id = backend_id;
+	cf->refusals++;
+	record_reverse(&client_key, cf);
+	bpf_map_delete_elem(&flows, &pkt->key); /* f is gone after this */
+
+	*verdict = XDP_DROP;
+	if (write_backend_syn(ctx, pkt, cf, cl, cport, 64))
+		return 1;
+	count(service_id, COUNTER_BACKEND_RETRIES, 1);
+	count(service_id, COUNTER_BACKEND_SYNS, 1);
+	*verdict = forward(ctx, pkt, service_id);
+	return 1;
+}
+
 /* backend -> client on a spliced flow. */
 static __always_inline int http_to_client(struct xdp_md *ctx, struct packet *pkt, struct flow *f)
 {
@@ -733,11 +861,15 @@ static __always_inline int http_to_client(struct xdp_md *ctx, struct packet *pkt
 	}
 	if (f->splice != SPLICE_ESTABLISHED) {
 		if (tcp->rst) {
-			/* The backend refused the connection: reset the client,
-			 * at the sequence number it expects from the LB. */
+			/* The backend refused the connection: try the next one;
+			 * when there is none, reset the client at the sequence
+			 * number it expects from the LB. */
 			__be32 old = tcp->seq;
-
 			__u32 service_id = f->service_id;
+			int verdict;
+
+			if (f->splice == SPLICE_SYN_SENT && next_backend(ctx, pkt, f, &verdict))
+				return verdict;
 
 			tcp->seq = bpf_htonl(f->lb_isn + 1);
 			tcp->check = csum_replace4(tcp->check, old, tcp->seq);

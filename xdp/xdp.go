@@ -160,6 +160,7 @@ const (
 	CounterDropHTTPState       = bpfCounterCOUNTER_DROP_HTTP_STATE
 	CounterRebinds             = bpfCounterCOUNTER_REBINDS
 	CounterResetUnroutable     = bpfCounterCOUNTER_RESET_UNROUTABLE
+	CounterBackendRetries      = bpfCounterCOUNTER_BACKEND_RETRIES
 	NumCounters                = int(bpfCounterCOUNTER_MAX)
 )
 

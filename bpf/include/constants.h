@@ -13,6 +13,9 @@
 /* Half-open spliced connections whose first request waits for a backend. */
 #define MAX_STASHED 16384
 #define STASH_MAX 1460
+/* Distinct backends a spliced connection's SYN is offered to, the first
+ * Maglev choice included, before a refusal (RST) resets the client. */
+#define HTTP_BACKEND_TRIES 3
 
 #define FLOW_REFRESH_NS 1000000000ULL
 

@@ -154,6 +154,10 @@ struct flow {
 	 * retransmissions lie before it. */
 	__u32 req_next;
 	__u8 framing;        /* enum http_framing */
+	/* backends that refused the current request's SYN so far: each
+	 * refusal moves the connection to the next Maglev choice, up to
+	 * HTTP_BACKEND_TRIES backends in all */
+	__u8 refusals;
 	/* The next hop, cached from bpf_fib_lookup (which is half the cost of
 	 * an established packet) and looked up again with each refresh of
 	 * last_seen_ns, once a second. Valid for packets of up to nh_len bytes,
@@ -237,6 +241,7 @@ enum counter {
 	COUNTER_DROP_HTTP_STATE,      /* a segment that fits no state of the splice */
 	COUNTER_REBINDS,              /* keep-alive requests moved to another pool's backend */
 	COUNTER_RESET_UNROUTABLE,     /* later requests XDP could not route: connection reset */
+	COUNTER_BACKEND_RETRIES,      /* backend SYNs refused (RST) and sent to the next Maglev choice */
 	COUNTER_MAX,
 };
 
