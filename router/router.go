@@ -87,6 +87,9 @@ type pool struct {
 	// table maps slot → index into backends; nil when no backend has
 	// weight (XDP then drops new flows).
 	table []uint32
+	// weighted counts the backends that own slots: Backends stops looking
+	// once it has found them all instead of walking the whole table.
+	weighted int
 }
 
 // New builds the table for cfg's http and https services and pools.
@@ -128,7 +131,13 @@ func newPool(p config.Pool) (*pool, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &pool{backends: p.Backends, table: table}, nil
+	weighted := 0
+	for _, b := range p.Backends {
+		if b.Weight > 0 {
+			weighted++
+		}
+	}
+	return &pool{backends: p.Backends, table: table, weighted: weighted}, nil
 }
 
 func newService(svc config.Service, pools map[string]*pool) (*service, error) {
@@ -321,18 +330,21 @@ func (t *Table) Backends(pool string, client, service netip.AddrPort, n int) []n
 	if !ok || p.table == nil || n <= 0 {
 		return nil
 	}
+	n = min(n, p.weighted)
 	size := uint32(len(p.table))
 	start := FlowHash(client, service) % size
-	seen := make([]bool, len(p.backends))
-	var out []netip.AddrPort
+	// n is small (the proxy asks for 3): a linear check of what was taken
+	// beats allocating a set per request.
+	taken := make([]uint32, 0, n)
+	out := make([]netip.AddrPort, 0, n)
 	for i := uint32(0); i < size && len(out) < n; i++ {
 		b := p.table[(start+i)%size]
 		// Only weighted backends own slots; the weight check keeps that
 		// promise even if maglev's contract changes.
-		if seen[b] || p.backends[b].Weight == 0 {
+		if slices.Contains(taken, b) || p.backends[b].Weight == 0 {
 			continue
 		}
-		seen[b] = true
+		taken = append(taken, b)
 		out = append(out, p.backends[b].Address)
 	}
 	return out

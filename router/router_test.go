@@ -2,6 +2,7 @@ package router_test
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"slices"
 	"testing"
@@ -247,4 +248,33 @@ func TestFlowHash(t *testing.T) {
 	}
 	router.FlowHash(netip.MustParseAddrPort("[2001:db8::1]:5"), site)
 	router.FlowHash(netip.AddrPort{}, netip.AddrPort{})
+}
+
+// BenchmarkBackends is the proxy's per-request choice: three choices asked
+// of a one-backend pool with the default table size must not walk the
+// whole table.
+func BenchmarkBackends(b *testing.B) {
+	for _, n := range []int{1, 3, 10} {
+		weights := map[string]uint32{}
+		for i := range n {
+			weights[netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, 1, byte(11 + i)}), 80).String()] = 1
+		}
+		cfg := &config.Config{
+			Services: []config.Service{{Name: "site", VIP: vip, Port: 80, Protocol: config.ProtocolHTTP,
+				Routes: []config.Route{{Path: "/", Pool: "p"}}}},
+			Pools: []config.Pool{{Name: "p", MaglevSize: 65537, Backends: backends(weights)}},
+		}
+		table, err := router.New(cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		client := netip.MustParseAddrPort("10.0.2.2:40000")
+		b.Run(fmt.Sprintf("backends=%d", n), func(b *testing.B) {
+			for b.Loop() {
+				if got := table.Backends("p", client, site, 3); len(got) != min(n, 3) {
+					b.Fatalf("%d choices", len(got))
+				}
+			}
+		})
+	}
 }
