@@ -333,3 +333,56 @@ func TestSlowPathConnectionOutlivesItsFlowEntry(t *testing.T) {
 		t.Error("local_socket counter did not move: the segments reached the socket some other way")
 	}
 }
+
+// TestPortReuseAfterProxyClosedFirst: the proxy closing first leaves its
+// socket in TIME_WAIT in the LB's kernel; a client that reuses the port at
+// once must get a working connection, not that socket's ACKs.
+func TestPortReuseAfterProxyClosedFirst(t *testing.T) {
+	b := newHandoffBed(t)
+	ln := b.listenTCP(t)
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer conn.Close() // the server closes first: TIME_WAIT here
+				conn.SetDeadline(time.Now().Add(5 * time.Second))
+				line, err := bufio.NewReader(conn).ReadString('\n')
+				if err != nil {
+					return
+				}
+				fmt.Fprintf(conn, "HTTP/1.1 200 %s\r\nConnection: close\r\nContent-Length: 0\r\n\r\n", strings.Fields(line)[1])
+			}()
+		}
+	}()
+	local := &net.TCPAddr{IP: b.tb.ClientAddr.AsSlice(), Port: 45678}
+	for i := range 3 {
+		start := time.Now()
+		var conn net.Conn
+		err := b.tb.Client.Do(func() error {
+			d := net.Dialer{LocalAddr: local, Timeout: 5 * time.Second}
+			var err error
+			conn, err = d.Dial("tcp", b.vip.String())
+			return err
+		})
+		if err != nil {
+			t.Fatalf("connection %d from port %d: %v", i, local.Port, err)
+		}
+		conn.SetDeadline(time.Now().Add(5 * time.Second))
+		path := fmt.Sprintf("/reuse/%d", i)
+		fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: example.com\r\n\r\n", path)
+		line, err := bufio.NewReader(conn).ReadString('\n')
+		conn.Close()
+		if err != nil || strings.TrimSpace(line) != "HTTP/1.1 200 "+path {
+			t.Fatalf("connection %d: %q, %v", i, line, err)
+		}
+		// A retransmission timeout (1s for a SYN, 200ms+ for data) means
+		// the first attempt went nowhere.
+		if took := time.Since(start); took > 150*time.Millisecond {
+			t.Errorf("connection %d took %v: something was retransmitted", i, took)
+		}
+		time.Sleep(20 * time.Millisecond) // let both sides finish closing
+	}
+}

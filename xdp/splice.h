@@ -945,6 +945,15 @@ static __always_inline int to_http_service(struct xdp_md *ctx, struct packet *pk
 		 * SYN-ACK. */
 		if (f && f->direction == FLOW_TO_BACKEND)
 			drop_splice(pkt, f);
+		/* The kernel still has a socket on this tuple: a slow-path
+		 * connection the proxy closed first sits in TIME_WAIT, and a
+		 * client reusing the port would get nothing but that socket's
+		 * ACKs for the cookie's handshake. The kernel must see this
+		 * SYN, to recycle the socket and answer it itself. */
+		if (has_local_socket(ctx, pkt)) {
+			count(svc->id, COUNTER_PASS_LOCAL_SOCKET, 1);
+			return XDP_PASS;
+		}
 		parse_syn_options(ctx, pkt, &o);
 		/* SACK is not offered: see write_backend_syn. */
 		o.sack = 0;
