@@ -151,8 +151,9 @@ func (r *rautaProc) counters() (snapshot, error) {
 	return parseCounters(text)
 }
 
-// parseCounters takes the counters (`*_total` series) from Prometheus text
-// format, without the rauta_ prefix and the _total suffix, dropping zeros.
+// parseCounters takes rauta's counters (`rauta_*_total` series) from
+// Prometheus text format, without the rauta_ prefix and the _total suffix,
+// dropping zeros. The Go runtime's and process's metrics are left out.
 func parseCounters(text string) (snapshot, error) {
 	out := snapshot{}
 	sc := bufio.NewScanner(strings.NewReader(text))
@@ -170,7 +171,7 @@ func parseCounters(text string) (snapshot, error) {
 		series, value := line[:i], line[i+1:]
 		name, labels, _ := strings.Cut(series, "{")
 		name, ok := strings.CutSuffix(name, "_total")
-		if !ok {
+		if !ok || !strings.HasPrefix(name, "rauta_") {
 			continue
 		}
 		v, err := strconv.ParseFloat(value, 64)
