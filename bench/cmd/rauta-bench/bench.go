@@ -223,20 +223,20 @@ func (b *bench) procModes() []mode {
 // and, after rauta-slow's, the memory run.
 func (b *bench) measureRautaProc(ctx context.Context, round int) (err error) {
 	tb := b.tb
-	vip := tb.VIPs[0]
-	p, err := startRautaProc(ctx, tb, b.dir, b.rautaBin, rautaConfig{
+	cfg := rautaConfig{
 		Interfaces:  []string{tb.LBClientIface, tb.LBBackendIface},
 		BPFFS:       bpffsDir() + "-proc",
-		VIP:         vip,
+		VIP:         tb.VIPs[0],
 		Port:        originPort,
 		HTTPPort:    rautaHTTPPort,
 		Backend:     origin(tb),
-		TLSPort:     rautaTLSPort,
-		CertFile:    b.cert.Cert,
-		KeyFile:     b.cert.Key,
 		Metrics:     rautaMetricsAddr,
 		NoAccessLog: true,
-	}, b.opts.DaemonLogLevel, b.log)
+	}
+	if b.cert.Cert != "" {
+		cfg.TLSPort, cfg.CertFile, cfg.KeyFile = rautaTLSPort, b.cert.Cert, b.cert.Key
+	}
+	p, err := startRautaProc(ctx, tb, b.dir, b.rautaBin, cfg, b.opts.DaemonLogLevel, b.log)
 	if err != nil {
 		return err
 	}
