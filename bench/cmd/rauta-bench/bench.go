@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rauta-lb/rauta/certs"
 	"github.com/rauta-lb/rauta/tools/testbed"
 )
 
@@ -31,6 +32,10 @@ type bench struct {
 
 	tb  *testbed.Testbed
 	dir string // configurations and server logs
+	// cert is the certificate rauta-tls and nginx-tls both serve.
+	cert struct{ Cert, Key string }
+	// rautaBin is the rauta binary the slow-path modes run.
+	rautaBin string
 }
 
 // run builds the testbed, starts the servers and measures every mode,
@@ -70,6 +75,21 @@ func (b *bench) run(ctx context.Context) (err error) {
 		return err
 	}
 
+	if b.selected(modeRautaTLS) || b.selected(modeNginxTLS) {
+		// Names are irrelevant (wrk and the check do not verify), but SNI
+		// carries the URL's host.
+		b.cert.Cert, b.cert.Key, err = certs.WriteSelfSigned(b.dir, []string{"bench.rauta.test", b.tb.VIPs[0].String(), b.tb.LBClientAddr.String()})
+		if err != nil {
+			return fmt.Errorf("bench certificate: %w", err)
+		}
+	}
+	if b.selected(modeRautaSlow) || b.selected(modeRautaTLS) {
+		b.log.Info("building rauta for the slow-path modes")
+		if b.rautaBin, err = buildRauta(ctx, b.dir); err != nil {
+			return err
+		}
+	}
+
 	stopServers, err := b.startServers(ctx)
 	defer func() { err = errors.Join(err, stopServers()) }()
 	if err != nil {
@@ -97,6 +117,13 @@ func (b *bench) measureMode(ctx context.Context, round int, m mode) error {
 	if m.Name == modeRautaHTTP {
 		// measured inside measureRauta, on the same daemon
 		return nil
+	}
+	if isProcMode(m.Name) {
+		// The first of them measures all of them, on one rauta process.
+		if m.Name != b.procModes()[0].Name {
+			return nil
+		}
+		return b.measureRautaProc(ctx, round)
 	}
 	url := m.url(b.tb)
 	if err := httpCheck(ctx, b.tb.Client, url); err != nil {
@@ -169,6 +196,78 @@ func (b *bench) rautaModes(l4 mode) []mode {
 		}
 	}
 	return served
+}
+
+func (b *bench) selected(name string) bool {
+	for _, m := range b.opts.Modes {
+		if m.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// procModes are the selected modes the rauta process serves, in -modes
+// order.
+func (b *bench) procModes() []mode {
+	var out []mode
+	for _, m := range b.opts.Modes {
+		if isProcMode(m.Name) {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// measureRautaProc runs the rauta binary for one round's slow-path runs
+// and, after rauta-slow's, the memory run.
+func (b *bench) measureRautaProc(ctx context.Context, round int) (err error) {
+	tb := b.tb
+	cfg := rautaConfig{
+		Interfaces:  []string{tb.LBClientIface, tb.LBBackendIface},
+		BPFFS:       bpffsDir() + "-proc",
+		VIP:         tb.VIPs[0],
+		Port:        originPort,
+		HTTPPort:    rautaHTTPPort,
+		Backend:     origin(tb),
+		Metrics:     rautaMetricsAddr,
+		NoAccessLog: true,
+	}
+	if b.cert.Cert != "" {
+		cfg.TLSPort, cfg.CertFile, cfg.KeyFile = rautaTLSPort, b.cert.Cert, b.cert.Key
+	}
+	p, err := startRautaProc(ctx, tb, b.dir, b.rautaBin, cfg, b.opts.DaemonLogLevel, b.log)
+	if err != nil {
+		return err
+	}
+	b.log.Info("rauta process started; XDP attached", "pid", p.pid(), "netns", tb.LB.Name)
+	defer func() {
+		err = errors.Join(err, p.stop())
+		b.log.Info("rauta process stopped; XDP detached")
+	}()
+
+	for _, m := range b.procModes() {
+		if err := setSysctl(tb.Client, "net/ipv4/ip_local_port_range", fmt.Sprintf("%d %d", m.Ports[0], m.Ports[1])); err != nil {
+			return err
+		}
+		if err := b.checkRautaProc(ctx, p, m); err != nil {
+			return fmt.Errorf("mode %s: %w", m.Name, err)
+		}
+		for _, st := range styles {
+			if err := b.measure(ctx, round, m, st, p.counters); err != nil {
+				return fmt.Errorf("mode %s: %w", m.Name, err)
+			}
+		}
+		if m.Name == modeRautaSlow && b.opts.RSSDuration > 0 {
+			res, err := b.measureRSS(ctx, p, m)
+			if err != nil {
+				return err
+			}
+			b.rep.RSS = append(b.rep.RSS, res)
+			b.rep.RSSCommand = commandLine(append([]string{"wrk"}, b.rssSpec(m.url(tb)).args()...))
+		}
+	}
+	return nil
 }
 
 // measure runs the warm-up and the recorded wrk run of one mode and style

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net/http"
@@ -39,7 +40,12 @@ func (b *bench) waitReady(ctx context.Context, ns *testbed.Namespace, url string
 func httpCheck(ctx context.Context, ns *testbed.Namespace, url string) error {
 	ctx, cancel := context.WithTimeout(ctx, checkTimeout)
 	defer cancel()
-	client := &http.Client{Transport: &http.Transport{DialContext: ns.DialContext, DisableKeepAlives: true}}
+	// The https modes serve the bench's self-signed certificate.
+	client := &http.Client{Transport: &http.Transport{
+		DialContext:       ns.DialContext,
+		DisableKeepAlives: true,
+		TLSClientConfig:   &tls.Config{InsecureSkipVerify: true},
+	}}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return err

@@ -40,6 +40,9 @@ type options struct {
 	XDPBenchtime   string
 	LogLevel       slog.Level
 	DaemonLogLevel slog.Level
+	// The rauta-slow memory run.
+	RSSConns    int
+	RSSDuration time.Duration
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -57,8 +60,10 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.QuietWait, "quiet-wait", 2*time.Minute, "before each mode and style, wait up to this long for the CPUs to be 90% idle (others' load skews results; 0: don't wait)")
 	fs.BoolVar(&o.ProgStats, "xdp-prog-stats", false, "have the kernel time the XDP program during the rauta-l4 runs (BPF run-time stats; adds two clock reads per packet)")
 	fs.StringVar(&o.XDPBenchtime, "xdp-benchtime", "2000000x", "-benchtime for the XDP benchmarks")
+	fs.IntVar(&o.RSSConns, "rss-conns", 1000, "keep-alive connections of the rauta-slow memory run, during which the daemon's RSS is sampled")
+	fs.DurationVar(&o.RSSDuration, "rss-duration", 5*time.Second, "length of the rauta-slow memory run (whole seconds, 0 to skip it)")
 	fs.TextVar(&o.LogLevel, "log-level", slog.LevelInfo, "progress log level")
-	fs.TextVar(&o.DaemonLogLevel, "daemon-log-level", slog.LevelWarn, "log level of the in-process rauta daemon")
+	fs.TextVar(&o.DaemonLogLevel, "daemon-log-level", slog.LevelWarn, "log level of the rauta daemon (in-process, and the rauta process of the slow-path modes)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -68,6 +73,12 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	var err error
 	if o.Modes, err = selectModes(*modes); err != nil {
 		return o, err
+	}
+	switch {
+	case o.RSSDuration < 0 || o.RSSDuration%time.Second != 0:
+		return o, fmt.Errorf("-rss-duration %v: wrk takes whole seconds (0 to skip)", o.RSSDuration)
+	case o.RSSConns < o.Load.Threads:
+		return o, fmt.Errorf("-rss-conns %d: wrk needs at least one connection per thread (-threads %d)", o.RSSConns, o.Load.Threads)
 	}
 	return o, o.Load.validate()
 }
@@ -100,6 +111,9 @@ func run(argv []string, stdout, stderr io.Writer) error {
 	}
 	if err := os.MkdirAll(opts.Out, 0o755); err != nil {
 		return fmt.Errorf("report directory: %w", err)
+	}
+	if err := raiseFileLimit(); err != nil {
+		return err
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -137,6 +151,24 @@ func run(argv []string, stdout, stderr io.Writer) error {
 	}
 	log.Info("report written", "path", path)
 	return runErr
+}
+
+// raiseFileLimit lifts the soft RLIMIT_NOFILE to the hard limit for the
+// bench and, because it is set explicitly, for everything it starts: wrk
+// and the servers need more than the usual 1024 descriptors for the memory
+// run's -rss-conns connections (the slow path holds one client and one
+// backend socket per connection). Go raises its own soft limit at start
+// but restores the original for children unless Setrlimit was called.
+func raiseFileLimit() error {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return fmt.Errorf("RLIMIT_NOFILE: %w", err)
+	}
+	lim.Cur = lim.Max
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return fmt.Errorf("raise RLIMIT_NOFILE to %d: %w", lim.Max, err)
+	}
+	return nil
 }
 
 // commandLine reconstructs how the bench was started, shell-quoted. Under

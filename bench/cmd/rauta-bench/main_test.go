@@ -2,9 +2,12 @@ package main
 
 import (
 	"io"
+	"net/netip"
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/rauta-lb/rauta/tools/testbed"
 )
 
 func TestParseFlagsDefaults(t *testing.T) {
@@ -16,7 +19,7 @@ func TestParseFlagsDefaults(t *testing.T) {
 	if o.Load != want {
 		t.Errorf("defaults = %+v, want %+v", o.Load, want)
 	}
-	if got := modeNames(o.Modes); !slices.Equal(got, []string{"kernel", "rauta-l4", "rauta-http", "nginx-proxy", "haproxy"}) {
+	if got := modeNames(o.Modes); !slices.Equal(got, []string{"kernel", "rauta-l4", "rauta-http", "nginx-proxy", "haproxy", "rauta-slow", "rauta-tls", "nginx-tls"}) {
 		t.Errorf("default modes = %v", got)
 	}
 }
@@ -49,14 +52,46 @@ func TestCommandLine(t *testing.T) {
 	}
 }
 
+// Port slices may only be shared by proxies with different targets: the
+// origin never sees their client ports, and no 4-tuple can repeat.
 func TestModePortRangesDisjoint(t *testing.T) {
+	tb := &testbed.Testbed{
+		VIPs:         []netip.Addr{netip.MustParseAddr("10.0.0.100")},
+		BackendAddrs: []netip.Addr{netip.MustParseAddr("10.0.1.11")},
+		LBClientAddr: netip.MustParseAddr("10.0.2.1"),
+	}
 	for i, a := range allModes {
 		if a.Ports[0] < clientPortLow || a.Ports[1] > clientPortHigh || a.Ports[1]-a.Ports[0] < 10000 {
 			t.Errorf("%s: port range %v", a.Name, a.Ports)
 		}
 		for _, b := range allModes[i+1:] {
-			if a.Ports[1] >= b.Ports[0] && b.Ports[1] >= a.Ports[0] {
+			if a.Ports[1] < b.Ports[0] || b.Ports[1] < a.Ports[0] {
+				continue
+			}
+			if !a.Terminates || !b.Terminates || a.target(tb) == b.target(tb) {
 				t.Errorf("%s %v and %s %v overlap", a.Name, a.Ports, b.Name, b.Ports)
+			}
+		}
+	}
+}
+
+func TestModeURLs(t *testing.T) {
+	tb := &testbed.Testbed{
+		VIPs:         []netip.Addr{netip.MustParseAddr("10.0.0.100")},
+		BackendAddrs: []netip.Addr{netip.MustParseAddr("10.0.1.11")},
+		LBClientAddr: netip.MustParseAddr("10.0.2.1"),
+	}
+	want := map[string]string{
+		modeKernel:    "http://10.0.1.11/",
+		modeRautaHTTP: "http://10.0.0.100:8080/",
+		modeRautaSlow: "http://10.0.0.100:8080/%69ndex.html",
+		modeRautaTLS:  "https://10.0.0.100/",
+		modeNginxTLS:  "https://10.0.2.1:8443/",
+	}
+	for _, m := range allModes {
+		if w, ok := want[m.Name]; ok {
+			if got := m.url(tb); got != w {
+				t.Errorf("%s: url %s, want %s", m.Name, got, w)
 			}
 		}
 	}

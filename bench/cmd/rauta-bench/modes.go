@@ -17,6 +17,12 @@ const (
 	modeRautaHTTP = "rauta-http"
 	modeNginx     = "nginx-proxy"
 	modeHAProxy   = "haproxy"
+	// Both are served by one run of the real rauta binary (rautaproc.go):
+	// a %-escaped path on the HTTP service, which XDP hands to the slow
+	// path, and the https service, which is slow path only.
+	modeRautaSlow = "rauta-slow"
+	modeRautaTLS  = "rauta-tls"
+	modeNginxTLS  = "nginx-tls"
 )
 
 // Ports on the testbed.
@@ -25,7 +31,15 @@ const (
 	nginxPort     = 8080 // nginx reverse proxy on the LB's client-side address
 	haproxyPort   = 8081 // HAProxy on the LB's client-side address
 	rautaHTTPPort = 8080 // rauta's HTTP service on the VIP
+	rautaTLSPort  = 443  // rauta's https service on the VIP
+	nginxTLSPort  = 8443 // nginx terminating TLS on the LB's client-side address
 )
+
+// slowPath is the path of the rauta-slow mode: "%69" is an escaped 'i',
+// which XDP does not route, so every request goes through the slow path;
+// the proxy forwards the normalised /index.html, which the origin answers
+// like any other path.
+const slowPath = "/%69ndex.html"
 
 // Client ephemeral ports are split between the modes (clientPorts).
 const (
@@ -39,12 +53,33 @@ type mode struct {
 	Desc string
 	// Ports is the client's ephemeral port range while this mode runs.
 	Ports [2]int
+	// Terminates: the mode's server is a proxy ending the client's TCP
+	// connection, so the origin never sees the client's ports. Such modes
+	// may share a port slice when their targets differ (clientPorts).
+	Terminates bool
+	// TLS: wrk speaks https to the target.
+	TLS bool
+	// Path is the request path; "/" if empty.
+	Path string
 	// target is where wrk connects to.
 	target func(tb *testbed.Testbed) netip.AddrPort
 }
 
 func (m mode) url(tb *testbed.Testbed) string {
-	return httpURL(m.target(tb))
+	scheme, defaultPort := "http", uint16(80)
+	if m.TLS {
+		scheme, defaultPort = "https", 443
+	}
+	a := m.target(tb)
+	host := a.String()
+	if a.Port() == defaultPort {
+		host = a.Addr().String()
+	}
+	path := m.Path
+	if path == "" {
+		path = "/"
+	}
+	return scheme + "://" + host + path
 }
 
 // httpURL leaves out the default port, as one would type it.
@@ -84,19 +119,51 @@ var allModes = []mode{
 		},
 	},
 	{
-		Name:  modeNginx,
-		Ports: clientPorts(2),
-		Desc:  "nginx reverse proxy in the LB namespace, 2 workers, 64 keep-alive upstream connections, HTTP/1.1 upstream",
+		Name:       modeNginx,
+		Ports:      clientPorts(2),
+		Terminates: true,
+		Desc:       "nginx reverse proxy in the LB namespace, 2 workers, 64 keep-alive upstream connections, HTTP/1.1 upstream",
 		target: func(tb *testbed.Testbed) netip.AddrPort {
 			return netip.AddrPortFrom(tb.LBClientAddr, nginxPort)
 		},
 	},
 	{
-		Name:  modeHAProxy,
-		Ports: clientPorts(3),
-		Desc:  "HAProxy in the LB namespace, mode http, 2 threads, http-reuse always",
+		Name:       modeHAProxy,
+		Ports:      clientPorts(3),
+		Terminates: true,
+		Desc:       "HAProxy in the LB namespace, mode http, 2 threads, http-reuse always",
 		target: func(tb *testbed.Testbed) netip.AddrPort {
 			return netip.AddrPortFrom(tb.LBClientAddr, haproxyPort)
+		},
+	},
+	{
+		Name:       modeRautaSlow,
+		Ports:      clientPorts(2), // shared with nginx-proxy: another target
+		Terminates: true,
+		Path:       slowPath,
+		Desc:       "the VIP's HTTP service with a %-escaped path, which XDP hands to rauta's slow-path proxy (TC handoff, fasthttp, keep-alive backend connections; normalised path forwarded); the real `rauta run` binary in the LB namespace, run for rauta-slow and rauta-tls and stopped after each round's runs",
+		target: func(tb *testbed.Testbed) netip.AddrPort {
+			return netip.AddrPortFrom(tb.VIPs[0], rautaHTTPPort)
+		},
+	},
+	{
+		Name:       modeRautaTLS,
+		Ports:      clientPorts(3), // shared with haproxy: another target
+		Terminates: true,
+		TLS:        true,
+		Desc:       "the VIP's https service: TLS terminated by rauta's slow path (self-signed ECDSA P-256 certificate, Go crypto/tls), route / → the origin; runs with rauta-slow's daemon",
+		target: func(tb *testbed.Testbed) netip.AddrPort {
+			return netip.AddrPortFrom(tb.VIPs[0], rautaTLSPort)
+		},
+	},
+	{
+		Name:       modeNginxTLS,
+		Ports:      clientPorts(2), // shared with nginx-proxy: another target
+		Terminates: true,
+		TLS:        true,
+		Desc:       "nginx terminating TLS in the LB namespace with the same certificate (OpenSSL), otherwise as nginx-proxy: 2 workers, 64 keep-alive upstream connections",
+		target: func(tb *testbed.Testbed) netip.AddrPort {
+			return netip.AddrPortFrom(tb.LBClientAddr, nginxTLSPort)
 		},
 	},
 }
@@ -109,7 +176,9 @@ var allModes = []mode{
 // (Linux derives the offset from the destination the client sees, the
 // origin or the VIP), be rejected by PAWS (TcpExtPAWSTimewait on the
 // origin) and be retransmitted 1s later, which would penalise whichever
-// mode comes second.
+// mode comes second. Proxies end the client's connection, so the origin
+// never sees those ports, and a slice can serve two of them as long as
+// their targets differ (no 4-tuple is shared).
 func clientPorts(i int) [2]int {
 	const per = (clientPortHigh - clientPortLow + 1) / 5
 	lo := clientPortLow + i*per

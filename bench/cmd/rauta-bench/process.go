@@ -27,24 +27,32 @@ type process struct {
 	done    chan struct{} // closed once the process has exited
 	waitErr error         // valid after done
 	log     *slog.Logger
+	// grace is how long stop waits after SIGTERM; stopTimeout if zero.
+	grace time.Duration
 }
 
 // startProcess runs argv in ns with stdout and stderr going to
 // dir/<name>.log.
 func startProcess(ns *testbed.Namespace, dir, name string, log *slog.Logger, argv ...string) (*process, error) {
+	// Not tied to a context: stop decides how the process ends.
+	cmd := ns.Command(context.Background(), argv[0], argv[1:]...)
+	return startCmd(cmd, ns, dir, name, log)
+}
+
+// startCmd starts cmd (whose SysProcAttr is set) in its own process group
+// with stdout and stderr going to dir/<name>.log.
+func startCmd(cmd *exec.Cmd, ns *testbed.Namespace, dir, name string, log *slog.Logger) (*process, error) {
 	logPath := filepath.Join(dir, name+".log")
 	out, err := os.Create(logPath)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	defer out.Close()
-	// Not tied to a context: stop decides how the process ends.
-	cmd := ns.Command(context.Background(), argv[0], argv[1:]...)
 	cmd.Stdout = out
 	cmd.Stderr = out
 	cmd.SysProcAttr.Setpgid = true
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s (%v) in %s: %w", name, argv, ns.Name, err)
+		return nil, fmt.Errorf("start %s (%v) in %s: %w", name, cmd.Args, ns.Name, err)
 	}
 	p := &process{name: name, logPath: logPath, cmd: cmd, done: make(chan struct{}), log: log}
 	go func() {
@@ -88,9 +96,13 @@ func (p *process) stop() error {
 	if err := syscall.Kill(-pgid, syscall.SIGTERM); err != nil && !errors.Is(err, syscall.ESRCH) {
 		return fmt.Errorf("stop %s: %w", p.name, err)
 	}
+	grace := p.grace
+	if grace == 0 {
+		grace = stopTimeout
+	}
 	select {
 	case <-p.done:
-	case <-time.After(stopTimeout):
+	case <-time.After(grace):
 		p.log.Warn("did not exit after SIGTERM; killing", "process", p.name)
 		_ = syscall.Kill(-pgid, syscall.SIGKILL)
 		<-p.done

@@ -61,6 +61,10 @@ type report struct {
 	Tallies  map[runKey]*tally
 	XDP      *xdpBench // nil when skipped
 	Failure  error     // set when the run stopped early
+	// RSS are the rauta process's memory runs, one per round, and
+	// RSSCommand the wrk command of each.
+	RSS        []rssResult
+	RSSCommand string
 }
 
 func newReport(started time.Time, command string, host hostInfo, s settings, modes []mode) *report {
@@ -188,12 +192,68 @@ func (r *report) writeHTTPTargets(b *strings.Builder) {
 	}
 }
 
+// slowTargets are the slow path's goals, rauta's mode over its peer in a
+// style; min 0 is a ratio to report without a target.
+var slowTargets = []struct {
+	mode, base string
+	style      style
+	what       string
+	min        float64
+}{
+	{modeRautaSlow, modeNginx, keepAlive, "keep-alive req/s", 1.0},
+	{modeRautaTLS, modeNginxTLS, connClose, "close req/s (new TLS connections/s, wrk resumes TLS 1.2 sessions)", 0},
+	{modeRautaTLS, modeNginxTLS, keepAlive, "keep-alive req/s", 0},
+}
+
+// rssTarget is the issue's bound on the daemon's RSS at -rss-conns
+// slow-path connections.
+const rssTarget = 50 << 20
+
+func (r *report) writeSlowTargets(b *strings.Builder) {
+	for _, t := range slowTargets {
+		v, ok := r.ratioTo(t.mode, t.base, t.style)
+		if !ok {
+			continue
+		}
+		if t.min == 0 {
+			fmt.Fprintf(b, "**%s %s / %s = %.2f**\n\n", t.mode, t.what, t.base, v)
+			continue
+		}
+		verdict := "met"
+		if v < t.min {
+			verdict = "NOT met"
+		}
+		fmt.Fprintf(b, "**%s %s / %s = %.2f (target ≥ %.2f)**: %s\n\n", t.mode, t.what, t.base, v, t.min, verdict)
+	}
+	if len(r.RSS) == 0 {
+		return
+	}
+	// The worst round counts: the bound is on the peak.
+	var peak, idle, hwm uint64
+	var rounds []string
+	for _, res := range r.RSS {
+		peak = max(peak, res.Peak)
+		idle = max(idle, res.Idle)
+		hwm = max(hwm, res.HWM)
+		rounds = append(rounds, fmt.Sprintf("%s (%.0f req/s, errors %s)", fmtMB(res.Peak), res.Wrk.ReqPerSec, res.Wrk.Errors.String()))
+	}
+	verdict := "met"
+	if peak >= rssTarget {
+		verdict = "NOT met"
+	}
+	fmt.Fprintf(b, "**rauta daemon peak RSS at %d keep-alive connections through the slow path = %s (target < %s)**: %s\n\n",
+		r.RSS[0].Conns, fmtMB(peak), fmtMB(rssTarget), verdict)
+	fmt.Fprintf(b, "Memory run: `%s` (rauta-slow's URL, keep-alive) after each round's rauta-slow runs, the `rauta run` process's VmRSS read from /proc every %v; peak per round: %s. Idle before the run: %s; VmHWM (peak over the process's life, TLS runs included) after it: %s.\n\n",
+		r.RSSCommand, rssSampleEvery, strings.Join(rounds, " / "), fmtMB(idle), fmtMB(hwm))
+}
+
 func (r *report) write(w io.Writer) error {
 	var b strings.Builder
 	r.writeHeader(&b)
 	r.writeTable(&b)
 	r.writeXDP(&b)
 	r.writeRautaCounters(&b)
+	r.writeProcCounters(&b)
 	r.writeSystem(&b)
 	_, err := io.WriteString(w, b.String())
 	return err
@@ -281,6 +341,7 @@ func (r *report) writeTable(b *strings.Builder) {
 		fmt.Fprintf(b, "**rauta-l4 keep-alive req/s / kernel = n/a (target ≥ %.2f)**: not measured\n\n", targetRatio)
 	}
 	r.writeHTTPTargets(b)
+	r.writeSlowTargets(b)
 	fmt.Fprintf(b, "*Other load* is the share of the machine's CPU time that processes outside the bench (someone's compile, tests) used during the run. Runs above %.0f%% are marked `*` and left out of the medians, unless every round of that row is. The ratio compares such medians.\n\n", 100*otherLoadLimit)
 	b.WriteString("Modes, all to the same origin (nginx, 1 worker, in backend namespace 1):\n\n")
 	for _, m := range r.Modes {

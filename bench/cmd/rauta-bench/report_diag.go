@@ -35,6 +35,33 @@ func (r *report) writeRautaCounters(b *strings.Builder) {
 	b.WriteString(strings.Join(rows, "\n") + "\n\n")
 }
 
+// writeProcCounters shows what the rauta process counted during the
+// slow-path modes' runs: XDP handing the connections off, TC, the proxy.
+func (r *report) writeProcCounters(b *strings.Builder) {
+	var rows []string
+	for _, m := range r.Modes {
+		if !isProcMode(m.Name) {
+			continue
+		}
+		for _, st := range styles {
+			t := r.Tallies[runKey{m.Name, st}]
+			if t == nil {
+				continue
+			}
+			for _, k := range slices.Sorted(maps.Keys(t.XDP)) {
+				rows = append(rows, fmt.Sprintf("| %s | %s | %d | `%s` | %d | %s |", m.Name, st, t.Requests, k, t.XDP[k], perRequest(t.XDP[k], t.Requests)))
+			}
+		}
+	}
+	if len(rows) == 0 {
+		return
+	}
+	b.WriteString("## rauta counters during the slow-path runs\n\n")
+	b.WriteString("From the rauta process's metrics, summed over rounds, warm-up runs included (the check request before them is not). `xdp_slowpath_connections` are the connections XDP handed to the slow path, `slowpath_requests` what the proxy answered.\n\n")
+	b.WriteString("| mode | style | requests | counter | value | per request |\n|---|---|---:|---|---:|---:|\n")
+	b.WriteString(strings.Join(rows, "\n") + "\n\n")
+}
+
 // writeSystem shows the interface and TCP/IP counters of each mode, per
 // request, so paths and losses can be compared across modes.
 func (r *report) writeSystem(b *strings.Builder) {
