@@ -81,7 +81,8 @@ type bpfFlow struct {
 	ReqNext       uint32
 	Framing       uint8
 	Refusals      uint8
-	_             [2]byte
+	Sack          uint8
+	_             [1]byte
 	NhIfindex     uint32
 	NhLen         uint16
 	NhDmac        [6]uint8
@@ -182,6 +183,12 @@ type bpfRouteKey struct {
 	Path      [128]uint8
 }
 
+type bpfSackScratch struct {
+	_   structs.HostLayout
+	Old [64]uint8
+	New [64]uint8
+}
+
 type bpfService struct {
 	_         structs.HostLayout
 	Id        uint32
@@ -253,8 +260,14 @@ type bpfStash struct {
 }
 
 type bpfTcpOptionsBuf struct {
-	_ structs.HostLayout
-	B [264]uint8
+	_     structs.HostLayout
+	B     [264]uint8
+	Found struct {
+		_      structs.HostLayout
+		Mss    uint16
+		Wscale uint8
+		Sack   uint8
+	}
 }
 
 // Names of all BPF objects in the ELF.
@@ -268,6 +281,7 @@ const (
 	bpfMapMaglevTables         = "maglev_tables"
 	bpfMapPools                = "pools"
 	bpfMapRoutes               = "routes"
+	bpfMapSackScratch          = "sack_scratch"
 	bpfMapServices             = "services"
 	bpfMapSlowpathCounters     = "slowpath_counters"
 	bpfMapStash                = "stash"
@@ -344,6 +358,7 @@ type bpfMapSpecs struct {
 	MaglevTables      *ebpf.MapSpec `ebpf:"maglev_tables"`
 	Pools             *ebpf.MapSpec `ebpf:"pools"`
 	Routes            *ebpf.MapSpec `ebpf:"routes"`
+	SackScratch       *ebpf.MapSpec `ebpf:"sack_scratch"`
 	Services          *ebpf.MapSpec `ebpf:"services"`
 	SlowpathCounters  *ebpf.MapSpec `ebpf:"slowpath_counters"`
 	Stash             *ebpf.MapSpec `ebpf:"stash"`
@@ -396,6 +411,7 @@ type bpfMaps struct {
 	MaglevTables      *ebpf.Map `ebpf:"maglev_tables"`
 	Pools             *ebpf.Map `ebpf:"pools"`
 	Routes            *ebpf.Map `ebpf:"routes"`
+	SackScratch       *ebpf.Map `ebpf:"sack_scratch"`
 	Services          *ebpf.Map `ebpf:"services"`
 	SlowpathCounters  *ebpf.Map `ebpf:"slowpath_counters"`
 	Stash             *ebpf.Map `ebpf:"stash"`
@@ -416,6 +432,7 @@ func (m *bpfMaps) Close() error {
 		m.MaglevTables,
 		m.Pools,
 		m.Routes,
+		m.SackScratch,
 		m.Services,
 		m.SlowpathCounters,
 		m.Stash,

@@ -88,12 +88,23 @@ func (s spSeg) frame() []byte {
 // lbOpts is the options block the program writes into the SYN-ACKs and
 // SYNs it makes: MSS, NOPs where SACK-permitted would be (never offered),
 // and the window scale ws, or NOPs for ws < 0.
-func lbOpts(mss uint16, ws int) []byte {
+func lbOpts(mss uint16, ws int, sack bool) []byte {
 	o := []byte{2, 4, byte(mss >> 8), byte(mss), 1, 1, 1, 1, 1, 1, 1, 1}
+	if sack {
+		o[6], o[7] = 4, 2
+	}
 	if ws >= 0 {
 		o[9], o[10], o[11] = 3, 3, byte(ws)
 	}
 	return o
+}
+
+// boolField is a boolean as a flow field holds it.
+func boolField(b bool) uint8 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // wsOf turns a cookie's window scale into lbOpts' form.
@@ -471,7 +482,7 @@ func (c *spConn) backendSYN(in spSeg, be netip.AddrPort, isn uint32) spSeg {
 		w <<= c.co.WScale
 	}
 	return spSeg{srcMAC: eth2MAC, dstMAC: macOf(be.Addr()), src: in.src, dst: be, df: true, ttl: in.ttl - 1,
-		seq: isn, flags: syn, window: uint16(min(w, 65535)), opts: lbOpts(c.co.MSS, wsOf(c.co.WScale))}
+		seq: isn, flags: syn, window: uint16(min(w, 65535)), opts: lbOpts(c.co.MSS, wsOf(c.co.WScale), c.co.SACK)}
 }
 
 // spliceACK is the ACK with the stashed request the program makes of the
@@ -516,7 +527,7 @@ func (c *spConn) wantFlows(tb testing.TB, splice uint8) (fwd, rev xdp.Flow) {
 	fwd = xdp.Flow{
 		NatAddr: xdp.Addr(c.be.Addr()), NatPort: xdp.Port(c.be.Port()), Direction: xdp.ToBackend,
 		ServiceId: c.e.sid, ClientIsn: c.reqSeq - 1, LbIsn: c.lbSeq, Mss: c.co.MSS, ClientWscale: c.co.WScale,
-		Splice: splice, StashPending: 1, StashLen: uint16(len(c.req)), ClientWindow: c.window,
+		Sack: boolField(c.co.SACK), Splice: splice, StashPending: 1, StashLen: uint16(len(c.req)), ClientWindow: c.window,
 		PoolId: c.e.poolID(tb, c.pool),
 	}
 	fwd.ReqNext, fwd.Framing = c.reqSeq+reqLen(c.req), framingOf(c.req)

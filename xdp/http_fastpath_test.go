@@ -33,15 +33,17 @@ func TestHTTPSYN(t *testing.T) {
 		isn  uint32
 		mss  uint16 // the MSS the cookie carries
 		ws   uint8  // the window scale the cookie carries
+		sack bool   // SACK-permitted: offered back, and carried to the backend
 	}{
-		{"linux-mss1460-sack-ts-ws7", append(append([]byte{2, 4, 0x05, 0xb4, 4, 2}, ts...), 1, 3, 3, 7), 0x01020304, 1460, 7},
-		{"mss1400-ws2", []byte{2, 4, 0x05, 0x78, 1, 3, 3, 2}, 0x8000_0000, 1220, 2},
-		{"mss536-no-ws", []byte{2, 4, 0x02, 0x18}, 0x1234_5678, 536, syncookie.NoWindowScale},
-		{"no-options", nil, 0xffff_ffff, 536, syncookie.NoWindowScale},
-		{"ws0-before-mss1220-then-eol", []byte{1, 3, 3, 0, 2, 4, 0x04, 0xc4, 0, 0, 0, 0}, 7, 1220, 0},
-		{"mss1440-ws15-clamped-to-14", []byte{2, 4, 0x05, 0xa0, 1, 3, 3, 15}, 0xdead_beef, 1440, 14},
-		{"mss0-ignored-sack-ws14", []byte{2, 4, 0, 0, 4, 2, 3, 3, 14, 0, 0, 0}, 0x0bad_f00d, 536, 14},
-		{"sack-only", []byte{1, 1, 4, 2}, 99, 536, syncookie.NoWindowScale},
+		{"linux-mss1460-sack-ts-ws7", append(append([]byte{2, 4, 0x05, 0xb4, 4, 2}, ts...), 1, 3, 3, 7), 0x01020304, 1460, 7, true},
+		{"mss1400-ws2", []byte{2, 4, 0x05, 0x78, 1, 3, 3, 2}, 0x8000_0000, 1220, 2, false},
+		{"mss536-no-ws", []byte{2, 4, 0x02, 0x18}, 0x1234_5678, 536, syncookie.NoWindowScale, false},
+		{"no-options", nil, 0xffff_ffff, 536, syncookie.NoWindowScale, false},
+		{"ws0-before-mss1220-then-eol", []byte{1, 3, 3, 0, 2, 4, 0x04, 0xc4, 0, 0, 0, 0}, 7, 1220, 0, false},
+		{"mss1440-ws15-clamped-to-14", []byte{2, 4, 0x05, 0xa0, 1, 3, 3, 15}, 0xdead_beef, 1440, 14, false},
+		{"mss0-ignored-sack-ws14", []byte{2, 4, 0, 0, 4, 2, 3, 3, 14, 0, 0, 0}, 0x0bad_f00d, 536, 14, true},
+		{"sack-only", []byte{1, 1, 4, 2}, 99, 536, syncookie.NoWindowScale, true},
+		{"sack-malformed-length-ignored", []byte{4, 3, 1, 1}, 98, 536, syncookie.NoWindowScale, false},
 	}
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -49,14 +51,14 @@ func TestHTTPSYN(t *testing.T) {
 			tuple := syncookie.Tuple{Client: c.cl, VIP: vipWeb}
 			in := c.fromClient(syn, tc.isn, 0, nil)
 			in.opts = tc.opts
-			want := syncookie.Options{MSS: tc.mss, WScale: tc.ws}
+			want := syncookie.Options{MSS: tc.mss, WScale: tc.ws, SACK: tc.sack}
 			cookie := syncookie.Make(tuple, tc.isn, want, 0, spKeys[0])
 			lbWS := -1
 			if tc.ws <= 14 {
 				lbWS = 7 // ours, only when the client offered one (RFC 7323)
 			}
 			synAck := spSeg{srcMAC: eth1MAC, dstMAC: clientMAC, src: vipWeb, dst: c.cl, df: true, ttl: 64,
-				seq: cookie, ack: tc.isn + 1, flags: synAck, window: 1460, opts: lbOpts(1460, lbWS)}
+				seq: cookie, ack: tc.isn + 1, flags: synAck, window: 1460, opts: lbOpts(1460, lbWS, tc.sack)}
 			out := e.step(t, spStep{in: e.eth1, frame: in.frame(), verdict: xdpRedirect,
 				counters: []xdp.Counter{xdp.CounterSYNCookiesSent}, out: synAck.frame()})
 
@@ -66,8 +68,8 @@ func TestHTTPSYN(t *testing.T) {
 				t.Errorf("cookie %#x carries %+v (valid %v), want %+v", tcp.Seq, got, ok, want)
 			}
 			opts := tcpOptions(tcp)
-			if _, ok := opts[layers.TCPOptionKindSACKPermitted]; ok {
-				t.Error("the SYN-ACK offers SACK")
+			if _, ok := opts[layers.TCPOptionKindSACKPermitted]; ok != tc.sack {
+				t.Errorf("the SYN-ACK offers SACK: %v, want %v", ok, tc.sack)
 			}
 			if tcp.Window != 1460 {
 				t.Errorf("SYN-ACK window %d, want 1460", tcp.Window)
@@ -94,7 +96,7 @@ func TestHTTPSYN(t *testing.T) {
 		e.step(t, spStep{in: e.eth1, frame: in.frame(), verdict: xdpRedirect,
 			counters: []xdp.Counter{xdp.CounterSYNCookiesSent},
 			out: spSeg{srcMAC: eth1MAC, dstMAC: clientMAC, src: vipWeb, dst: c.cl, df: true, ttl: 64,
-				seq: cookie, ack: c.isn + 1, flags: synAck, window: 1460, opts: lbOpts(1460, 7)}.frame()})
+				seq: cookie, ack: c.isn + 1, flags: synAck, window: 1460, opts: lbOpts(1460, 7, false)}.frame()})
 	})
 
 	t.Run("no-cookie-key", func(t *testing.T) {
@@ -386,7 +388,7 @@ func TestHTTPSlowPath(t *testing.T) {
 			e.step(t, spStep{in: e.eth1, frame: in.frame(), verdict: xdpPass,
 				counters: []xdp.Counter{xdp.CounterSlowpath}, slow: []xdp.SlowpathReason{r}})
 			want := xdp.Flow{Direction: xdp.ToBackend, ServiceId: e.sid, ClientIsn: c.isn, LbIsn: c.cookie,
-				Mss: c.co.MSS, ClientWscale: c.co.WScale, ClientWindow: c.window,
+				Mss: c.co.MSS, ClientWscale: c.co.WScale, Sack: boolField(c.co.SACK), ClientWindow: c.window,
 				Splice: xdp.SpliceSlowpath, Reason: uint16(r)}
 			f := e.checkFlow(t, c.fwd(), want)
 			if _, ok := e.stash(t, c.fwd()); ok {
@@ -664,7 +666,7 @@ func TestHTTPEstablished(t *testing.T) {
 		e.step(t, spStep{in: e.eth1, frame: s.frame(), verdict: xdpRedirect,
 			counters: []xdp.Counter{xdp.CounterSYNCookiesSent},
 			out: spSeg{srcMAC: eth1MAC, dstMAC: clientMAC, src: vipWeb, dst: c.cl, df: true, ttl: 64,
-				seq: n.cookie, ack: 0x5eed + 1, flags: synAck, window: 1460, opts: lbOpts(1460, 7)}.frame()})
+				seq: n.cookie, ack: 0x5eed + 1, flags: synAck, window: 1460, opts: lbOpts(1460, 7, false)}.frame()})
 		e.noFlow(t, c.fwd(), "after a SYN on a closing connection")
 		e.noFlow(t, c.rev(beA), "after a SYN on a closing connection")
 		n.request(t, httpGet("x.test", "/b/again"), beB)
@@ -813,7 +815,7 @@ func TestHTTPKeepAliveRebind(t *testing.T) {
 // frames they describe decode as intended.
 func TestHTTPSegBuilder(t *testing.T) {
 	s := spSeg{srcMAC: clientMAC, dstMAC: eth1MAC, src: netip.AddrPortFrom(client, 1), dst: vipWeb, tos: 1, id: 2, df: true,
-		ttl: 3, seq: 4, ack: 5, flags: tcpFlags{ACK: true, PSH: true, FIN: true}, window: 6, opts: lbOpts(1460, 7), payload: []byte("odd")}
+		ttl: 3, seq: 4, ack: 5, flags: tcpFlags{ACK: true, PSH: true, FIN: true}, window: 6, opts: lbOpts(1460, 7, false), payload: []byte("odd")}
 	ip, tcp := decodeTCP(t, s.frame())
 	if ip.TOS != 1 || ip.Id != 2 || ip.Flags != layers.IPv4DontFragment || ip.TTL != 3 || tcp.Seq != 4 || tcp.Ack != 5 ||
 		!tcp.ACK || !tcp.PSH || !tcp.FIN || tcp.SYN || tcp.RST || tcp.Window != 6 || string(tcp.Payload) != "odd" {
@@ -1144,7 +1146,7 @@ func TestHTTPSlowpathService(t *testing.T) {
 			e.step(t, spStep{in: e.eth1, frame: in.frame(), verdict: xdpRedirect,
 				counters: []xdp.Counter{xdp.CounterSYNCookiesSent},
 				out: spSeg{srcMAC: eth1MAC, dstMAC: clientMAC, src: vipWeb, dst: c.cl, df: true, ttl: 64,
-					seq: c.cookie, ack: c.isn + 1, flags: synAck, window: 1460, opts: lbOpts(1460, 7)}.frame()})
+					seq: c.cookie, ack: c.isn + 1, flags: synAck, window: 1460, opts: lbOpts(1460, 7, false)}.frame()})
 			e.noFlow(t, c.fwd(), "after the SYN")
 
 			// A request XDP would route to pool a goes to the kernel.
@@ -1153,7 +1155,7 @@ func TestHTTPSlowpathService(t *testing.T) {
 			e.step(t, spStep{in: e.eth1, frame: req.frame(), verdict: xdpPass,
 				counters: []xdp.Counter{xdp.CounterSlowpath}, slow: []xdp.SlowpathReason{r}})
 			e.checkFlow(t, c.fwd(), xdp.Flow{Direction: xdp.ToBackend, ServiceId: e.sid, ClientIsn: c.isn,
-				LbIsn: c.cookie, Mss: c.co.MSS, ClientWscale: c.co.WScale, ClientWindow: c.window,
+				LbIsn: c.cookie, Mss: c.co.MSS, ClientWscale: c.co.WScale, Sack: boolField(c.co.SACK), ClientWindow: c.window,
 				Splice: xdp.SpliceSlowpath, Reason: uint16(r)})
 			if _, ok := e.stash(t, c.fwd()); ok {
 				t.Error("a slow-path service's request was stashed")
@@ -1318,4 +1320,60 @@ func TestHTTPBackendRefusesNextChoice(t *testing.T) {
 		defer e.objs.Backends.Put(id, b)
 		refuse(t, c, req, order[2])
 	})
+}
+
+// TestHTTPSACKBlocks: a client that offered SACK gets it in both handshakes,
+// and its SACK blocks, which acknowledge the backend's bytes in the LB's
+// sequence space, reach the backend moved into the backend's, wherever the
+// option sits, with the checksum right. A client without SACK has its
+// options left alone.
+func TestHTTPSACKBlocks(t *testing.T) {
+	e := newSpliceEnv(t)
+	edges := func(opts []byte, at int, values ...uint32) []byte {
+		out := append([]byte(nil), opts...)
+		for i, v := range values {
+			binary.BigEndian.PutUint32(out[at+4*i:], v)
+		}
+		return out
+	}
+	cases := []struct {
+		name   string
+		sack   bool
+		opts   []byte // with zero edges, filled in below
+		at     int    // where the first edge sits
+		blocks int
+	}{
+		{"one-block-linux-layout", true, []byte{1, 1, 5, 10, 0, 0, 0, 0, 0, 0, 0, 0}, 4, 1},
+		{"three-blocks", true, append([]byte{1, 1, 5, 26}, make([]byte, 24)...), 4, 3},
+		{"unaligned", true, []byte{1, 5, 10, 0, 0, 0, 0, 0, 0, 0, 0, 1}, 3, 1},
+		{"no-sack-negotiated", false, []byte{1, 1, 5, 10, 0, 0, 0, 0, 0, 0, 0, 0}, 4, 1},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := e.conn(uint16(47000+i), 0x0c00_0000+uint32(i)*7919, 7)
+			c.co.SACK = tc.sack
+			c.cookie = syncookie.Make(syncookie.Tuple{Client: c.cl, VIP: vipWeb}, c.isn, c.co, e.cur, e.keys[e.cur])
+			c.lbSeq = c.cookie
+			req := httpGet("x.test", "/a/sack")
+			c.request(t, req, beA) // the backend SYN carries SACK-permitted iff the client offered it
+			c.splice(t, 0x0d00_0000, 7)
+			delta := c.cookie - c.bisn
+
+			var lb, be []uint32
+			for b := range tc.blocks {
+				left := c.cookie + 1 + uint32(1000*(2*b+1))
+				lb = append(lb, left, left+500)
+				be = append(be, left-delta, left+500-delta)
+			}
+			cseq := c.isn + 1 + uint32(len(req))
+			in := c.fromClient(tcpFlags{ACK: true}, cseq, c.cookie+1, nil)
+			in.opts = edges(tc.opts, tc.at, lb...)
+			want := toBackendOut(in, beA, c.bisn+1)
+			if tc.sack {
+				want.opts = edges(tc.opts, tc.at, be...)
+			}
+			e.step(t, spStep{in: e.eth1, frame: in.frame(), verdict: xdpRedirect,
+				counters: []xdp.Counter{xdp.CounterForwarded}, out: want.frame()})
+		})
+	}
 }

@@ -22,6 +22,7 @@
 #include "syncookie.h"
 #include "handshake.h"
 #include "http_parse.h"
+#include "sack.h"
 
 struct stash {
 	__u16 len;
@@ -142,9 +143,7 @@ static __always_inline int write_backend_syn(struct xdp_md *ctx, struct packet *
 	if (f->client_wscale <= 14)
 		window <<= f->client_wscale;
 	out.tcp.window = bpf_htons(window > 65535 ? 65535 : window);
-	/* No SACK: blocks would have to be translated between the two
-	 * sequence spaces (see docs/ARCHITECTURE.md). */
-	syn_frame_options(&out, f->mss, 0, f->client_wscale);
+	syn_frame_options(&out, f->mss, f->sack, f->client_wscale);
 	syn_frame_checksums(&out);
 	if (write_frame(ctx, &out, sizeof(out) - FRAME_PAD, sizeof(out) - FRAME_PAD) || reparse(ctx, pkt))
 		return -1;
@@ -349,6 +348,7 @@ static __always_inline int http_first_segment(struct xdp_md *ctx, struct packet 
 	f.lb_isn = cookie;
 	f.mss = o.mss;
 	f.client_wscale = o.wscale;
+	f.sack = o.sack;
 	f.client_window = bpf_ntohs(tcp->window);
 
 	/* Not even parsed: the slow path routes all of this service. */
@@ -678,6 +678,10 @@ static __always_inline int http_to_backend(struct xdp_md *ctx, struct packet *pk
 	track_teardown(pkt, f);
 	if (tcp->ack)
 		seq_add(&tcp->ack_seq, -f->seq_delta, &tcp->check);
+	if (f->sack && tcp->doff > 5) {
+		if (sack_translate(ctx, (void *)tcp - pkt->data, -f->seq_delta) || reparse(ctx, pkt))
+			return XDP_DROP;
+	}
 	if (nat_destination(pkt, f->nat_addr, f->nat_port))
 		return XDP_DROP;
 	return forward_flow(ctx, pkt, service_id, f, refreshed);
@@ -955,8 +959,6 @@ static __always_inline int to_http_service(struct xdp_md *ctx, struct packet *pk
 			return XDP_PASS;
 		}
 		parse_syn_options(ctx, pkt, &o);
-		/* SACK is not offered: see write_backend_syn. */
-		o.sack = 0;
 		cookie = syncookie_make(pkt->key.saddr, pkt->key.daddr, pkt->key.sport, pkt->key.dport,
 					bpf_ntohl(tcp->seq), &o, &ok);
 		if (!ok) {

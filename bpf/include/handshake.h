@@ -32,6 +32,10 @@
  * bounds mask (it cannot on the stack). */
 struct tcp_options_buf {
 	__u8 b[256 + 8]; /* room for the option bytes after an index */
+	/* What the walk found. Kept here, not on the stack: the verifier does
+	 * not track map values, so loop states that differ only in what was
+	 * found so far are the same to it and the walk is checked once. */
+	struct syn_options found;
 };
 
 struct {
@@ -64,6 +68,7 @@ static __always_inline void parse_syn_options(struct xdp_md *ctx, const struct p
 	if (!buf)
 		return;
 	opts = buf->b;
+	buf->found = *o;
 	if (bpf_xdp_load_bytes(ctx, off, opts, len))
 		return;
 
@@ -86,14 +91,15 @@ static __always_inline void parse_syn_options(struct xdp_md *ctx, const struct p
 			__u16 mss = ((__u16)opts[(i + 2) & 0xff] << 8) | opts[(i + 3) & 0xff];
 
 			if (mss)
-				o->mss = mss;
+				buf->found.mss = mss;
 		} else if (kind == TCPOPT_WINDOW && olen == 3 && i + 2 < TCP_MAX_OPTIONS) {
-			o->wscale = opts[(i + 2) & 0xff] > 14 ? 14 : opts[(i + 2) & 0xff];
+			buf->found.wscale = opts[(i + 2) & 0xff] > 14 ? 14 : opts[(i + 2) & 0xff];
 		} else if (kind == TCPOPT_SACK_PERM && olen == 2) {
-			o->sack = 1;
+			buf->found.sack = 1;
 		}
 		i += olen;
 	}
+	*o = buf->found;
 }
 
 static __always_inline __u16 csum_fold32(__s64 sum)
@@ -136,8 +142,11 @@ static __always_inline void syn_frame_options(struct syn_frame *f, __u16 mss, __
 	f->opts[3] = mss & 0xff;
 	f->opts[4] = TCPOPT_NOP;
 	f->opts[5] = TCPOPT_NOP;
-	f->opts[6] = sack ? TCPOPT_SACK_PERM : TCPOPT_NOP;
-	f->opts[7] = sack ? 2 : TCPOPT_NOP;
+	/* Arithmetic, not branches: every SYN writer passes a sack the
+	 * verifier does not know, and a branch here doubles its paths. */
+	sack &= 1;
+	f->opts[6] = TCPOPT_NOP + sack * (TCPOPT_SACK_PERM - TCPOPT_NOP);
+	f->opts[7] = TCPOPT_NOP + sack * (2 - TCPOPT_NOP);
 	f->opts[8] = TCPOPT_NOP;
 	f->opts[9] = wscale <= 14 ? TCPOPT_WINDOW : TCPOPT_NOP;
 	f->opts[10] = wscale <= 14 ? 3 : TCPOPT_NOP;

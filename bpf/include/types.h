@@ -158,6 +158,9 @@ struct flow {
 	 * refusal moves the connection to the next Maglev choice, up to
 	 * HTTP_BACKEND_TRIES backends in all */
 	__u8 refusals;
+	/* the client offered SACK: both handshakes agreed to it, and the
+	 * client's SACK blocks are moved into the backend's space (sack.h) */
+	__u8 sack;
 	/* The next hop, cached from bpf_fib_lookup (which is half the cost of
 	 * an established packet) and looked up again with each refresh of
 	 * last_seen_ns, once a second. Valid for packets of up to nh_len bytes,
