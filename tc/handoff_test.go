@@ -373,7 +373,11 @@ func TestPortReuseAfterProxyClosedFirst(t *testing.T) {
 		conn.SetDeadline(time.Now().Add(5 * time.Second))
 		path := fmt.Sprintf("/reuse/%d", i)
 		fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: example.com\r\n\r\n", path)
-		line, err := bufio.NewReader(conn).ReadString('\n')
+		r := bufio.NewReader(conn)
+		line, err := r.ReadString('\n')
+		// Read to the server's FIN before closing: the server must be the
+		// one to close first, or the client keeps the port in TIME_WAIT.
+		io.Copy(io.Discard, r)
 		conn.Close()
 		if err != nil || strings.TrimSpace(line) != "HTTP/1.1 200 "+path {
 			t.Fatalf("connection %d: %q, %v", i, line, err)
