@@ -12,8 +12,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"io"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -183,11 +181,11 @@ func isHostname(s string) bool {
 }
 
 func loadPair(p config.Certificate) (*tls.Certificate, error) {
-	certPEM, err := readPEM(p.Cert)
+	certPEM, err := config.ReadPEM(p.Cert)
 	if err != nil {
 		return nil, fmt.Errorf("certs: %w", err)
 	}
-	keyPEM, err := readPEM(p.Key)
+	keyPEM, err := config.ReadPEM(p.Key)
 	if err != nil {
 		return nil, fmt.Errorf("certs: %w", err)
 	}
@@ -201,30 +199,4 @@ func loadPair(p config.Certificate) (*tls.Certificate, error) {
 		}
 	}
 	return &cert, nil
-}
-
-// maxPEMBytes bounds a certificate or key file (config validation applies
-// the same bound). A chain is a few KiB; the bound keeps a file replaced by
-// something huge, or a path like /dev/zero, from stalling a reload.
-const maxPEMBytes = 1 << 20
-
-func readPEM(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	if fi, err := f.Stat(); err != nil {
-		return nil, err
-	} else if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s is not a regular file", path)
-	}
-	data, err := io.ReadAll(io.LimitReader(f, maxPEMBytes+1))
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", path, err)
-	}
-	if len(data) > maxPEMBytes {
-		return nil, fmt.Errorf("%s is larger than %d bytes", path, maxPEMBytes)
-	}
-	return data, nil
 }

@@ -513,7 +513,7 @@ func (p *parser) pemFile(n *yaml.Node, at string) (string, []byte) {
 	if p.opts.SkipFileChecks {
 		return s, nil
 	}
-	data, err := readPEM(s)
+	data, err := ReadPEM(s)
 	if err != nil {
 		p.errorf(n, at, "cannot read: %v", err)
 		return "", nil
@@ -522,11 +522,14 @@ func (p *parser) pemFile(n *yaml.Node, at string) (string, []byte) {
 }
 
 // maxPEMBytes bounds a certificate or key file. A chain of a few
-// certificates is a few KiB; the bound keeps a path like /dev/zero from
-// hanging validation.
+// certificates is a few KiB; the bound keeps a path like /dev/zero, or a
+// file replaced by something huge, from hanging validation or a reload.
 const maxPEMBytes = 1 << 20
 
-func readPEM(path string) ([]byte, error) {
+// ReadPEM reads a certificate or key file the way validation does: a
+// regular file of at most 1 MiB. The certificate store reloads with it, so
+// a file that validated also loads.
+func ReadPEM(path string) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err

@@ -150,7 +150,7 @@ func (d *Daemon) loadConfig() (*config.Config, loader.State, error) {
 	if err != nil {
 		return nil, loader.State{}, err
 	}
-	state, err := stateFromConfig(d.opts.ConfigPath, cfg)
+	state, err := StateFromConfig(d.opts.ConfigPath, cfg)
 	if err != nil {
 		return nil, loader.State{}, err
 	}
@@ -162,7 +162,11 @@ func interfaceExists(name string) bool {
 	return err == nil
 }
 
-func stateFromConfig(file string, cfg *config.Config) (loader.State, error) {
+// StateFromConfig is the one translation from a configuration to what the
+// maps say; file names the configuration in errors. Tests that program the
+// data path from a config.Config use it too, so they program what the
+// daemon would.
+func StateFromConfig(file string, cfg *config.Config) (loader.State, error) {
 	var s loader.State
 	for _, svc := range cfg.Services {
 		out := loader.Service{Name: svc.Name, VIP: svc.VIP, Port: svc.Port, Pool: svc.Pool}

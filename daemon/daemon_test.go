@@ -20,7 +20,7 @@ func TestStateFromConfigHTTPS(t *testing.T) {
 		},
 		Pools: []config.Pool{{Name: "web", MaglevSize: 7, Backends: []config.Backend{{Address: netip.MustParseAddrPort("10.0.1.1:80"), Weight: 1}}}},
 	}
-	s, err := stateFromConfig("rauta.yaml", cfg)
+	s, err := StateFromConfig("rauta.yaml", cfg)
 	if err != nil {
 		t.Fatalf("stateFromConfig: %v", err)
 	}

@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -277,4 +278,43 @@ func lines(s string) []string {
 		}
 	}
 	return out
+}
+
+// checkDownload GETs url, which serves size bytes of the backend's pattern, and checks them
+// byte for byte (sha256).
+func checkDownload(t *testing.T, c *http.Client, url string, size int) {
+	t.Helper()
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Fatalf("download: %v", err)
+	}
+	got := sha256.New()
+	n, err := io.Copy(got, resp.Body)
+	resp.Body.Close()
+	if err != nil || n != int64(size) {
+		t.Fatalf("download: %d of %d bytes: %v", n, size, err)
+	}
+	want := sha256.New()
+	io.Copy(want, backend.Pattern(int64(size)))
+	if !bytes.Equal(got.Sum(nil), want.Sum(nil)) {
+		t.Fatalf("%d-byte download is not byte-exact", size)
+	}
+}
+
+// checkUpload POSTs size random bytes to url and checks the digest the backend
+// computed over what it received.
+func checkUpload(t *testing.T, c *http.Client, url string, size int) {
+	t.Helper()
+	body := make([]byte, size)
+	rand.Read(body)
+	resp, err := c.Post(url, "application/octet-stream", bytes.NewReader(body))
+	if err != nil {
+		t.Fatalf("upload: %v", err)
+	}
+	echo, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	sum := sha256.Sum256(body)
+	if strings.TrimSpace(string(echo)) != hex.EncodeToString(sum[:]) {
+		t.Fatalf("%d-byte upload: backend saw sha256 %q, want %x", size, echo, sum)
+	}
 }

@@ -1,11 +1,7 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
-	"crypto/rand"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"net"
@@ -15,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rauta-lb/rauta/tools/backend"
 	"github.com/rauta-lb/rauta/tools/testbed"
 )
 
@@ -98,36 +93,8 @@ func TestHTTPFastPathFreshConnectionsAndLargeTransfers(t *testing.T) {
 	}
 
 	// 50 MB down and 10 MB up, byte-exact, on one spliced connection each.
-	const down = 50 << 20
-	resp, err := c.Get(fmt.Sprintf("%sbytes/%d", vipURL, down))
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := sha256.New()
-	n, err := io.Copy(got, resp.Body)
-	resp.Body.Close()
-	if err != nil || n != down {
-		t.Fatalf("download: %d of %d bytes: %v", n, down, err)
-	}
-	want := sha256.New()
-	io.Copy(want, backend.Pattern(down))
-	if !bytes.Equal(got.Sum(nil), want.Sum(nil)) {
-		t.Fatal("50 MB download is not byte-exact")
-	}
-
-	const up = 10 << 20
-	body := make([]byte, up)
-	rand.Read(body)
-	resp, err = c.Post(vipURL+"upload", "application/octet-stream", bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	echo, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	sum := sha256.Sum256(body)
-	if strings.TrimSpace(string(echo)) != hex.EncodeToString(sum[:]) {
-		t.Fatalf("10 MB upload: backend saw sha256 %q, want %x", echo, sum)
-	}
+	checkDownload(t, c, fmt.Sprintf("%sbytes/%d", vipURL, 50<<20), 50<<20)
+	checkUpload(t, c, vipURL+"upload", 10<<20)
 }
 
 // One keep-alive connection whose requests alternate between two pools:

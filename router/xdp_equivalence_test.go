@@ -29,6 +29,7 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/rauta-lb/rauta/config"
+	"github.com/rauta-lb/rauta/daemon"
 	"github.com/rauta-lb/rauta/loader"
 	"github.com/rauta-lb/rauta/router"
 	"github.com/rauta-lb/rauta/syncookie"
@@ -94,38 +95,6 @@ func equivalenceConfig() *config.Config {
 			{Name: "off", MaglevSize: 7, Backends: backends(map[string]uint32{"10.0.1.41:80": 0})},
 		},
 	}
-}
-
-// stateFromConfig is daemon.stateFromConfig for tcp and http services: the
-// one translation from config to loader state.
-func stateFromConfig(cfg *config.Config) (loader.State, error) {
-	var s loader.State
-	for _, svc := range cfg.Services {
-		out := loader.Service{Name: svc.Name, VIP: svc.VIP, Port: svc.Port, Pool: svc.Pool}
-		switch svc.Protocol {
-		case config.ProtocolTCP:
-			out.Protocol = loader.ProtoTCP
-		case config.ProtocolHTTP:
-			out.Protocol = loader.ProtoTCP
-			out.HTTP = true
-			for _, r := range svc.Routes {
-				out.Routes = append(out.Routes, loader.Route{
-					Host: r.Host, Path: r.Path, Exact: r.Exact, Methods: r.Methods, Pool: r.Pool,
-				})
-			}
-		default:
-			return s, fmt.Errorf("service %s: protocol %s not translated", svc.Name, svc.Protocol)
-		}
-		s.Services = append(s.Services, out)
-	}
-	for _, p := range cfg.Pools {
-		pool := loader.Pool{Name: p.Name, MaglevSize: p.MaglevSize}
-		for _, b := range p.Backends {
-			pool.Backends = append(pool.Backends, loader.Backend{Address: b.Address, Weight: b.Weight})
-		}
-		s.Pools = append(s.Pools, pool)
-	}
-	return s, nil
 }
 
 // nsThread runs functions on one OS thread inside a fresh network
@@ -297,7 +266,7 @@ func newEqEnv(t *testing.T, cfg *config.Config) *eqEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	state, err := stateFromConfig(cfg)
+	state, err := daemon.StateFromConfig("equivalence", cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
