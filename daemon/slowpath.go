@@ -52,6 +52,17 @@ func newSlowPath(cfg *config.Config, log *slog.Logger, inNetns func(fn func() er
 			RequestTimeout: sp.RequestTimeout,
 			MaxHeaderBytes: sp.MaxHeaderBytes,
 			MaxBodyBytes:   sp.MaxBodyBytes,
+			// Backends are reached from the data path's namespace, which
+			// is not the process's own under `rauta demo`.
+			Dial: func(network, address string, timeout time.Duration) (net.Conn, error) {
+				var conn net.Conn
+				err := inNetns(func() error {
+					var err error
+					conn, err = net.DialTimeout(network, address, timeout)
+					return err
+				})
+				return conn, err
+			},
 		}),
 		inNetns: inNetns,
 		vips:    newLocalVIPs(),

@@ -100,6 +100,12 @@ type Options struct {
 	// 0 (default) means no cap, like nginx without max_conns.
 	MaxConnsPerBackend int
 
+	// Dial opens a TCP connection to a backend; net.Dialer.Dial with
+	// ConnectTimeout unless set. The daemon sets it when the data path
+	// lives in another network namespace than the process (`rauta demo`):
+	// backends must be dialled from there.
+	Dial func(network, address string, timeout time.Duration) (net.Conn, error)
+
 	// NormalizePath is router.NormalizePath unless set (tests). It must
 	// return the origin-form path (and query) XDP would route.
 	NormalizePath func(raw string) (string, error)
@@ -283,14 +289,18 @@ func (p *Proxy) client(b netip.AddrPort) *fasthttp.HostClient {
 }
 
 func (p *Proxy) newClient(b netip.AddrPort) *fasthttp.HostClient {
-	dialer := &net.Dialer{Timeout: p.opts.ConnectTimeout}
+	dial := p.opts.Dial
+	if dial == nil {
+		dial = net.DialTimeout
+	}
+	timeout := p.opts.ConnectTimeout
 	addr := b.String()
 	return &fasthttp.HostClient{
 		Addr: addr,
 		// Our own dial marks its errors, so the handler can tell "nothing
 		// was sent" (safe to try the next backend) from every other failure.
 		Dial: func(addr string) (net.Conn, error) {
-			c, err := dialer.Dial("tcp", addr)
+			c, err := dial("tcp", addr, timeout)
 			if err != nil {
 				return nil, &connectError{addr: addr, err: err}
 			}

@@ -163,6 +163,7 @@ var demoURLs = []struct{ label, url, what string }{
 	{"l4", "http://10.0.0.100/", "web: L4, Maglev over backends 1:1:2"},
 	{"api", "http://10.0.0.100:8080/api/v1", "site: HTTP routed in XDP, /api/ -> backend-1"},
 	{"pages", "http://10.0.0.100:8080/index.html", "site: HTTP routed in XDP, / -> backends 2, 3"},
+	{"slow", "http://10.0.0.100:8080/%61pi/v1", "site: an escaped path XDP does not route: handed to the slow-path proxy, which normalises it to /api/v1 -> backend-1"},
 }
 
 type demoTally struct {
