@@ -357,7 +357,7 @@ func (r *report) writeXDP(b *strings.Builder) {
 		b.WriteString("Not run (-xdp-bench=false, or the run stopped before it).\n\n")
 		return
 	}
-	fmt.Fprintf(b, "`%s`: mean kernel-measured BPF_PROG_TEST_RUN time per packet. Established, pass and drop paths repeat 200 times per run on a configuration whose translation is the identity, so every repeat takes the same path (the benchmark checks the counters); their figures include the test-run loop's own cost, `baseline/noop`. New flows cannot repeat: one packet per run, so `new-flow/to-backend` includes the harness's fixed cost (`baseline/noop-repeat1`).\n\n", r.XDP.Command)
+	fmt.Fprintf(b, "`%s`: mean kernel-measured BPF_PROG_TEST_RUN time per packet. Established, pass and drop paths repeat 200 times per run on a configuration whose translation is the identity, so every repeat takes the same path (the benchmark checks the counters); their figures include the test-run loop's own cost, `baseline/noop`. New flows cannot repeat: one packet per run, so `new-flow/to-backend` includes the harness's fixed cost (`baseline/noop-repeat1`). `http/…` are the HTTP fast path (BenchmarkXDPHTTP): `http/established/*` repeat like the L4 ones on a spliced connection whose translation is the identity (backend = VIP, backend ISN = cookie); the handshake steps (`http/syn-net`, `http/first-segment-net`, a new connection each run, `http/backend-synack-net`) cannot repeat and are one packet per run minus an interleaved no-op run, as `new-flow/to-backend-net`.\n\n", r.XDP.Command)
 	if len(r.XDP.Results) > 0 {
 		b.WriteString("| path | ns/pkt |\n|---|---:|\n")
 		for _, res := range r.XDP.Results {

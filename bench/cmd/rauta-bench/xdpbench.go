@@ -89,11 +89,22 @@ func parseXDPBench(out string) []xdpBenchResult {
 // procsSuffixRe is the -GOMAXPROCS suffix go test appends to names.
 var procsSuffixRe = regexp.MustCompile(`-\d+$`)
 
-// benchPath turns "BenchmarkXDP/l4_new_flow-2" into "l4_new_flow".
+// benchPath turns "BenchmarkXDP/l4_new_flow-2" into "l4_new_flow", and the
+// sub-benchmarks of other BenchmarkXDP… benchmarks into paths prefixed with
+// the rest of that name, lowercased: "BenchmarkXDPHTTP/syn-net-2" into
+// "http/syn-net".
 func benchPath(name string) string {
 	name = procsSuffixRe.ReplaceAllString(name, "")
-	if rest, ok := strings.CutPrefix(name, "BenchmarkXDP/"); ok {
-		return rest
+	rest, ok := strings.CutPrefix(name, "BenchmarkXDP")
+	if !ok {
+		return name
 	}
-	return name
+	group, sub, ok := strings.Cut(rest, "/")
+	switch {
+	case !ok || sub == "":
+		return name
+	case group == "":
+		return sub
+	}
+	return strings.ToLower(group) + "/" + sub
 }
