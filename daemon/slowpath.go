@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -40,8 +42,32 @@ type listener struct {
 	certs       *certs.Store // https only
 }
 
+// defaultMemoryLimit is the Go runtime's soft memory limit when GOMEMLIMIT
+// is not set. The proxy's heap is mostly buffers of requests in flight,
+// freed as soon as each is answered, and GOGC=100 alone lets the heap grow
+// to twice what is live before collecting: at 1,000 keep-alive clients the
+// daemon peaked at 65 MiB RSS with 22 MiB idle. Under the limit the
+// collector runs earlier instead (44 MiB at the same load and throughput).
+// It is soft: a live heap above it (many thousands of busy connections)
+// makes the collector run often, at most half the CPU, never fails an
+// allocation; set GOMEMLIMIT (e.g. GOMEMLIMIT=off) to choose otherwise.
+const defaultMemoryLimit = 40 << 20
+
+// limitMemory applies defaultMemoryLimit unless the environment chose a
+// limit, and never lowers one already set in the process.
+func limitMemory() {
+	if _, ok := os.LookupEnv("GOMEMLIMIT"); ok {
+		return
+	}
+	if debug.SetMemoryLimit(-1) < defaultMemoryLimit {
+		return
+	}
+	debug.SetMemoryLimit(defaultMemoryLimit)
+}
+
 func newSlowPath(cfg *config.Config, log *slog.Logger, inNetns func(fn func() error) error) *slowPath {
 	sp := cfg.Slowpath
+	limitMemory()
 	return &slowPath{
 		log: log,
 		proxy: slowpath.New(slowpath.Options{
