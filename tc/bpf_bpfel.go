@@ -37,7 +37,9 @@ type bpfFlow struct {
 	SndNxt        uint32
 	ReqNext       uint32
 	Framing       uint8
-	_             [3]byte
+	Refusals      uint8
+	Sack          uint8
+	_             [1]byte
 	NhIfindex     uint32
 	NhLen         uint16
 	NhDmac        [6]uint8
