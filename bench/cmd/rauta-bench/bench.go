@@ -83,7 +83,7 @@ func (b *bench) run(ctx context.Context) (err error) {
 			return fmt.Errorf("bench certificate: %w", err)
 		}
 	}
-	if b.selected(modeRautaSlow) || b.selected(modeRautaTLS) {
+	if len(b.procModes()) > 0 {
 		b.log.Info("building rauta for the slow-path modes")
 		if b.rautaBin, err = buildRauta(ctx, b.dir); err != nil {
 			return err
@@ -220,7 +220,8 @@ func (b *bench) procModes() []mode {
 }
 
 // measureRautaProc runs the rauta binary for one round's slow-path runs
-// and, after rauta-slow's, the memory run.
+// and, after rauta-slow's, the memory run. nginx-proxy-xdp is measured
+// meanwhile, with the process's XDP program on the LB's veths.
 func (b *bench) measureRautaProc(ctx context.Context, round int) (err error) {
 	tb := b.tb
 	cfg := rautaConfig{
@@ -250,7 +251,11 @@ func (b *bench) measureRautaProc(ctx context.Context, round int) (err error) {
 		if err := setSysctl(tb.Client, "net/ipv4/ip_local_port_range", fmt.Sprintf("%d %d", m.Ports[0], m.Ports[1])); err != nil {
 			return err
 		}
-		if err := b.checkRautaProc(ctx, p, m); err != nil {
+		check := b.checkRautaProc
+		if m.Name == modeNginxXDP {
+			check = b.checkXDPPass
+		}
+		if err := check(ctx, p, m); err != nil {
 			return fmt.Errorf("mode %s: %w", m.Name, err)
 		}
 		for _, st := range styles {

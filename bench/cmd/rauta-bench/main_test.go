@@ -19,7 +19,7 @@ func TestParseFlagsDefaults(t *testing.T) {
 	if o.Load != want {
 		t.Errorf("defaults = %+v, want %+v", o.Load, want)
 	}
-	if got := modeNames(o.Modes); !slices.Equal(got, []string{"kernel", "rauta-l4", "rauta-http", "nginx-proxy", "haproxy", "rauta-slow", "rauta-tls", "nginx-tls"}) {
+	if got := modeNames(o.Modes); !slices.Equal(got, []string{"kernel", "rauta-l4", "rauta-http", "nginx-proxy", "haproxy", "rauta-slow", "nginx-proxy-xdp", "rauta-tls", "nginx-tls"}) {
 		t.Errorf("default modes = %v", got)
 	}
 }
@@ -75,6 +75,28 @@ func TestModePortRangesDisjoint(t *testing.T) {
 	}
 }
 
+// nginx-proxy-xdp runs while the rauta process is up, and only then.
+func TestProcModes(t *testing.T) {
+	for _, name := range []string{modeRautaSlow, modeRautaTLS, modeNginxXDP} {
+		if !isProcMode(name) {
+			t.Errorf("%s is not measured with the rauta process", name)
+		}
+	}
+	for _, name := range []string{modeNginx, modeKernel, modeRauta, modeNginxTLS} {
+		if isProcMode(name) {
+			t.Errorf("%s is measured with the rauta process", name)
+		}
+	}
+	modes, err := selectModes("nginx-proxy,nginx-proxy-xdp,rauta-slow")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &bench{opts: options{Modes: modes}}
+	if got := modeNames(b.procModes()); !slices.Equal(got, []string{modeNginxXDP, modeRautaSlow}) {
+		t.Errorf("procModes = %v", got)
+	}
+}
+
 func TestModeURLs(t *testing.T) {
 	tb := &testbed.Testbed{
 		VIPs:         []netip.Addr{netip.MustParseAddr("10.0.0.100")},
@@ -87,6 +109,8 @@ func TestModeURLs(t *testing.T) {
 		modeRautaSlow: "http://10.0.0.100:8080/%69ndex.html",
 		modeRautaTLS:  "https://10.0.0.100/",
 		modeNginxTLS:  "https://10.0.2.1:8443/",
+		modeNginx:     "http://10.0.2.1:8080/",
+		modeNginxXDP:  "http://10.0.2.1:8080/", // the same nginx, behind XDP
 	}
 	for _, m := range allModes {
 		if w, ok := want[m.Name]; ok {

@@ -23,6 +23,11 @@ const (
 	modeRautaSlow = "rauta-slow"
 	modeRautaTLS  = "rauta-tls"
 	modeNginxTLS  = "nginx-tls"
+	// nginx-proxy again, measured while the rauta process of the slow-path
+	// modes has its XDP program on the LB's veths (rautaproc.go): on veth
+	// any native XDP program costs every packet, which nginx-proxy does
+	// not pay and rauta-slow does.
+	modeNginxXDP = "nginx-proxy-xdp"
 )
 
 // Ports on the testbed.
@@ -141,9 +146,18 @@ var allModes = []mode{
 		Ports:      clientPorts(2), // shared with nginx-proxy: another target
 		Terminates: true,
 		Path:       slowPath,
-		Desc:       "the VIP's HTTP service with a %-escaped path, which XDP hands to rauta's slow-path proxy (TC handoff, fasthttp, keep-alive backend connections; normalised path forwarded); the real `rauta run` binary in the LB namespace, run for rauta-slow and rauta-tls and stopped after each round's runs",
+		Desc:       "the VIP's HTTP service with a %-escaped path, which XDP hands to rauta's slow-path proxy (TC handoff, fasthttp, keep-alive backend connections; normalised path forwarded); the real `rauta run` binary in the LB namespace, run for rauta-slow, nginx-proxy-xdp and rauta-tls and stopped after each round's runs",
 		target: func(tb *testbed.Testbed) netip.AddrPort {
 			return netip.AddrPortFrom(tb.VIPs[0], rautaHTTPPort)
+		},
+	},
+	{
+		Name:       modeNginxXDP,
+		Ports:      clientPorts(3), // nginx-proxy's target, so not its slice; shared with haproxy and rauta-tls: other targets
+		Terminates: true,
+		Desc:       "the same nginx reverse proxy as nginx-proxy, measured while rauta-slow's `rauta run` process has its XDP program attached to the LB's eth1 and eth2: nginx's address is no rauta service, so XDP passes every packet to the kernel (XDP_PASS), but on veth that costs a copy of each cloned skb, which nginx-proxy without XDP does not pay; runs with rauta-slow's daemon",
+		target: func(tb *testbed.Testbed) netip.AddrPort {
+			return netip.AddrPortFrom(tb.LBClientAddr, nginxPort)
 		},
 	},
 	{

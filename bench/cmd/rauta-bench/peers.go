@@ -174,11 +174,16 @@ func (b *bench) startServers(ctx context.Context) (stop func() error, err error)
 		return stop, err
 	}
 
+	nginxProxy := false // nginx-proxy and nginx-proxy-xdp share one
 	for _, m := range b.opts.Modes {
 		var p *process
 		var err error
 		switch m.Name {
-		case modeNginx:
+		case modeNginx, modeNginxXDP:
+			if nginxProxy {
+				continue
+			}
+			nginxProxy = true
 			p, err = startNginx(tb.LB, b.dir, "nginx-proxy", nginxConfig{
 				Workers: 2, Listen: m.target(tb).String(), Upstream: originAddr.String(),
 			}, b.log)

@@ -28,8 +28,10 @@ import (
 // the LB namespace.
 const rautaMetricsAddr = "127.0.0.1:9100"
 
-// procModes are the modes one rauta process serves, in the default order.
-var procModes = []string{modeRautaSlow, modeRautaTLS}
+// procModes are the modes measured while one rauta process runs, in the
+// default order. nginx-proxy-xdp is not served by rauta: it only needs the
+// process's XDP program on the LB's veths.
+var procModes = []string{modeRautaSlow, modeNginxXDP, modeRautaTLS}
 
 func isProcMode(name string) bool {
 	for _, n := range procModes {
@@ -251,6 +253,38 @@ func (b *bench) checkRautaProc(ctx context.Context, r *rautaProc, m mode) error 
 	}
 	return nil
 }
+
+// checkXDPPass makes one request to a mode rauta does not serve (nginx in
+// the LB namespace) and requires that the rauta process's XDP program saw
+// its packets and passed them to the kernel as belonging to no service:
+// the mode exists to measure a peer behind that program.
+func (b *bench) checkXDPPass(ctx context.Context, r *rautaProc, m mode) error {
+	before, err := r.counters()
+	if err != nil {
+		return err
+	}
+	if err := httpCheck(ctx, b.tb.Client, m.url(b.tb)); err != nil {
+		return fmt.Errorf("check before measuring: %w", err)
+	}
+	after, err := r.counters()
+	if err != nil {
+		return err
+	}
+	if passedNotService(after) <= passedNotService(before) {
+		return fmt.Errorf("check before measuring: %s answered but rauta's XDP passed no packet to the kernel (is it attached to the LB's veths?) (counters: %v)", m.url(b.tb), after)
+	}
+	return nil
+}
+
+// passedNotService counts the packets XDP passed to the kernel because they
+// were addressed to no service.
+func passedNotService(s snapshot) uint64 {
+	return sumCounters(s, xdpPassed, `reason="not_service"`)
+}
+
+// xdpPassed is the rauta process's counter of packets XDP passed to the
+// kernel, by service and reason, as parseCounters keys it.
+const xdpPassed = "xdp_passed_packets"
 
 // Memory of the daemon: peak VmRSS sampled while many keep-alive
 // connections go through the slow path.

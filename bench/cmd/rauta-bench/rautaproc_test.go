@@ -65,7 +65,7 @@ func TestStatusBytes(t *testing.T) {
 }
 
 func TestReportSlowPathTargets(t *testing.T) {
-	modes, err := selectModes("nginx-proxy,rauta-slow,rauta-tls,nginx-tls")
+	modes, err := selectModes("nginx-proxy,rauta-slow,nginx-proxy-xdp,rauta-tls,nginx-tls")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,6 +79,7 @@ func TestReportSlowPathTargets(t *testing.T) {
 	}
 	r.Runs[runKey{modeNginx, keepAlive}] = rps(40000, 40000)
 	r.Runs[runKey{modeRautaSlow, keepAlive}] = rps(44000, 44000)
+	r.Runs[runKey{modeNginxXDP, keepAlive}] = rps(37000, 37000)
 	r.Runs[runKey{modeNginxTLS, connClose}] = rps(4000, 4000)
 	r.Runs[runKey{modeRautaTLS, connClose}] = rps(2000, 2000)
 	r.Runs[runKey{modeNginxTLS, keepAlive}] = rps(30000)
@@ -89,6 +90,13 @@ func TestReportSlowPathTargets(t *testing.T) {
 	}
 	r.RSSCommand = "wrk -t2 -c1000 -d5s --latency http://10.0.0.100:8080/%69ndex.html"
 	r.Tallies[runKey{modeRautaSlow, keepAlive}] = &tally{Requests: 1000, XDP: snapshot{`xdp_slowpath_connections{service="bench-http"}`: 64}}
+	r.Tallies[runKey{modeNginxXDP, keepAlive}] = &tally{Requests: 1000,
+		XDP: snapshot{
+			`xdp_passed_packets{reason="not_service",service=""}`: 3960,
+			`xdp_passed_packets{reason="not_ipv4",service=""}`:    7, // ARP: not nginx's
+		},
+		System: snapshot{"lb/eth1 rx_packets": 2000, "lb/eth2 rx_packets": 2000, "lb/eth1 tx_packets": 2000, "client/eth0 rx_packets": 2000},
+	}
 
 	var b strings.Builder
 	if err := r.write(&b); err != nil {
@@ -96,7 +104,10 @@ func TestReportSlowPathTargets(t *testing.T) {
 	}
 	out := b.String()
 	for _, want := range []string{
-		"**rauta-slow keep-alive req/s / nginx-proxy = 1.10 (target ≥ 1.00)**: met",
+		"**rauta-slow keep-alive req/s / nginx-proxy = 1.10 (target ≥ 1.00)**: met\n\n" +
+			"**rauta-slow keep-alive req/s / nginx-proxy-xdp (same XDP on the veths) = 1.19**\n\n",
+		"per packet received on the LB's veths: keep-alive 0.99 (3960 of 4000).",
+		"| nginx-proxy-xdp | keep-alive | 1000 | `xdp_passed_packets{reason=\"not_service\",service=\"\"}` | 3960 | 3.96 |",
 		"**rauta-tls close req/s (new TLS connections/s, wrk resumes TLS 1.2 sessions) / nginx-tls = 0.50**",
 		"**rauta-tls keep-alive req/s / nginx-tls = 0.50**",
 		// The worst round counts.

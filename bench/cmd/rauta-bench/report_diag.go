@@ -57,7 +57,7 @@ func (r *report) writeProcCounters(b *strings.Builder) {
 		return
 	}
 	b.WriteString("## rauta counters during the slow-path runs\n\n")
-	b.WriteString("From the rauta process's metrics, summed over rounds, warm-up runs included (the check request before them is not). `xdp_slowpath_connections` are the connections XDP handed to the slow path, `slowpath_requests` what the proxy answered.\n\n")
+	b.WriteString("From the rauta process's metrics, summed over rounds, warm-up runs included (the check request before them is not). `xdp_slowpath_connections` are the connections XDP handed to the slow path, `slowpath_requests` what the proxy answered. nginx-proxy-xdp is not rauta's traffic: its packets show as `xdp_passed_packets` (reason not_service).\n\n")
 	b.WriteString("| mode | style | requests | counter | value | per request |\n|---|---|---:|---|---:|---:|\n")
 	b.WriteString(strings.Join(rows, "\n") + "\n\n")
 }
