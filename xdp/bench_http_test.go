@@ -55,7 +55,7 @@ import (
 // backend-synack is a connection never seen before: a fresh client address
 // and port, the cookie made by the Go twin (syncookie.Make), built in the
 // untimed frame function; the flows and stashes they leave are deleted
-// (untimed) every benchHTTPForget connections, so the stash (16384 entries)
+// (untimed) every benchHTTPForget connections, so the stash (MAX_STASHED, 4096 entries)
 // never fills and the flow table stays small. Like new-flow/to-backend-net,
 // these figures start from colder caches than the repeated ones.
 //
@@ -280,8 +280,8 @@ func BenchmarkXDPHTTP(b *testing.B) {
 }
 
 // benchHTTPForget is how many new connections BenchmarkXDPHTTP leaves
-// before it deletes their flows and stashes (the stash holds 16384).
-const benchHTTPForget = 4096
+// before it deletes their flows and stashes (the stash holds 4096).
+const benchHTTPForget = 1024
 
 // benchConn is a connection from cl to vip whose handshake happened: the
 // cookie made by the Go twin for options o with the current key.

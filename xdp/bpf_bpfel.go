@@ -160,6 +160,8 @@ type bpfHttpScratch struct {
 		Upgrade uint32
 		HdrEnd  uint32
 		Clen    uint64
+		At      uint32
+		_       [4]byte
 	}
 }
 

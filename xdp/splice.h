@@ -32,12 +32,14 @@ struct stash {
 };
 
 /* The first request of each connection whose backend handshake is in
- * flight, keyed by the client's flow key. Not preallocated: when it is full,
- * the update fails and the connection goes to the slow path. */
+ * flight, keyed by the client's flow key. When it is full the update fails
+ * and the connection goes to the slow path. Preallocated: allocating each
+ * 1.5 KB entry on insert (and charging it to the memory cgroup) took 2.3 µs,
+ * half of a new connection's cost; preallocated entries come from a per-CPU
+ * free list (0.3 µs) and cost MAX_STASHED × 1.5 KB of kernel memory. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, MAX_STASHED);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct flow_key);
 	__type(value, struct stash);
 } stash SEC(".maps");
