@@ -54,6 +54,7 @@ type Daemon struct {
 	liveFlows atomic.Int64
 	reloads   *prometheus.CounterVec
 	slow      *slowPath
+	stashes   *flowcache.StashGC
 }
 
 // ErrUnsupported marks configuration this build cannot run yet.
@@ -104,6 +105,7 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 	d.flows = flowcache.New(d.loader.Objects().Flows)
+	d.stashes = flowcache.NewStashGC(d.loader.Objects().Stash, d.loader.Objects().Flows)
 	d.setTimeouts(cfg)
 	d.log.Info("rauta running", "services", len(cfg.Services), "pools", len(cfg.Pools),
 		"interfaces", cfg.Interfaces, "pins", cfg.BPFFS)
@@ -248,6 +250,11 @@ func (d *Daemon) collectFlows() {
 	d.liveFlows.Store(int64(stats.Live))
 	if stats.Removed > 0 {
 		d.log.Debug("flow GC", "removed", stats.Removed, "live", stats.Live)
+	}
+	if n, err := d.stashes.Collect(); err != nil {
+		d.log.Warn("stash GC", "error", err)
+	} else if n > 0 {
+		d.log.Debug("stash GC: requests of vanished connections removed", "removed", n)
 	}
 }
 

@@ -1,6 +1,7 @@
 package flowcache
 
 import (
+	"errors"
 	"net/netip"
 	"os"
 	"testing"
@@ -164,5 +165,47 @@ func TestCollectAcrossBatches(t *testing.T) {
 	}
 	if len(entries) != n/2 {
 		t.Fatalf("%d entries left, want %d", len(entries), n/2)
+	}
+}
+
+// TestStashGCRemovesLeftoversOnly: a stash whose connection has a flow
+// stays; one without a flow survives the collection that first sees it (XDP
+// writes the stash just before the flow) and goes on the next.
+func TestStashGCRemovesLeftoversOnly(t *testing.T) {
+	flows := newFlowMap(t)
+	spec, err := xdp.Spec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ss := spec.Maps["stash"].Copy()
+	ss.MaxEntries = 16
+	stash, err := ebpf.NewMap(ss)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stash.Close()
+	live := key(6, "10.0.2.2:40000", "10.0.0.100:80")
+	gone := key(6, "10.0.2.2:40001", "10.0.0.100:80")
+	value := make([]byte, stash.ValueSize())
+	for _, k := range []xdp.FlowKey{live, gone} {
+		if err := stash.Put(k, value); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := flows.Put(live, xdp.Flow{Direction: xdp.ToBackend}); err != nil {
+		t.Fatal(err)
+	}
+	g := NewStashGC(stash, flows)
+	if n, err := g.Collect(); err != nil || n != 0 {
+		t.Fatalf("first collection removed %d (%v), want 0: a stash may precede its flow", n, err)
+	}
+	if n, err := g.Collect(); err != nil || n != 1 {
+		t.Fatalf("second collection removed %d (%v), want the leftover", n, err)
+	}
+	if err := stash.Lookup(gone, value); !errors.Is(err, ebpf.ErrKeyNotExist) {
+		t.Errorf("leftover stash still there: %v", err)
+	}
+	if err := stash.Lookup(live, value); err != nil {
+		t.Errorf("the live connection's stash was removed: %v", err)
 	}
 }
