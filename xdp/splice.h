@@ -326,6 +326,13 @@ static __always_inline int http_first_segment(struct xdp_md *ctx, struct packet 
 	__u32 zero = 0, isn, cookie, len, off, method = 0, reason, backend_id;
 
 	if (!tcp->ack || tcp->rst || tcp->syn) {
+		/* A kernel connection's own segments, e.g. the RST a client
+		 * answers a TIME_WAIT socket's ACK with: dropping it would keep
+		 * the socket, and the client's port, stuck until it expires. */
+		if (has_local_socket(ctx, pkt)) {
+			count(svc->id, COUNTER_PASS_LOCAL_SOCKET, 1);
+			return XDP_PASS;
+		}
 		count(svc->id, COUNTER_DROP_HTTP_STATE, 1);
 		return XDP_DROP;
 	}
