@@ -9,7 +9,9 @@ package xdp_test
 import (
 	"encoding/binary"
 	"fmt"
+	"net"
 	"net/netip"
+	"os/exec"
 	"strings"
 	"testing"
 
@@ -1374,6 +1376,68 @@ func TestHTTPSACKBlocks(t *testing.T) {
 			}
 			e.step(t, spStep{in: e.eth1, frame: in.frame(), verdict: xdpRedirect,
 				counters: []xdp.Counter{xdp.CounterForwarded}, out: want.frame()})
+		})
+	}
+}
+
+// TestHTTPKernelSocketSegments: a segment of an HTTP service's tuple with
+// no flow and no valid cookie reaches the kernel when the kernel has a
+// connection on that tuple (one the slow path owns whose flow entry
+// expired, one the kernel handshook itself after a TIME_WAIT), whatever
+// its flags: in particular the RST a client answers a TIME_WAIT socket's
+// ACK with, which alone frees the port. Without such a socket the same
+// segments are dropped.
+func TestHTTPKernelSocketSegments(t *testing.T) {
+	e := newSpliceEnv(t)
+	c := e.conn(48000, 0x0e00_0000, 7)
+	segments := map[string]spSeg{
+		"rst":      c.fromClient(tcpFlags{RST: true}, c.isn+1, 0, nil),
+		"rst-ack":  c.fromClient(tcpFlags{RST: true, ACK: true}, c.isn+1, 0x1234, nil),
+		"ack-data": c.fromClient(tcpFlags{ACK: true, PSH: true}, c.isn+1, 0x1234, []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n")),
+		"syn":      c.fromClient(syn, c.isn, 0, nil),
+	}
+	for name, seg := range segments {
+		t.Run("no-socket-"+name, func(t *testing.T) {
+			want := xdp.CounterDropBadCookie
+			var verdict uint32 = xdpDrop
+			switch {
+			case name == "syn":
+				want, verdict = xdp.CounterSYNCookiesSent, xdpRedirect
+			case name != "ack-data":
+				want = xdp.CounterDropHTTPState
+			}
+			e.step(t, spStep{in: e.eth1, frame: seg.frame(), verdict: verdict, counters: []xdp.Counter{want},
+				verdictOnly: name == "syn"})
+		})
+	}
+
+	// A kernel connection on exactly that tuple, in the test's namespace
+	// (where the VIP is local): the client's address made local too, a
+	// listener on the VIP and a connection from the client's port to it.
+	var ln net.Listener
+	var conn net.Conn
+	err := e.w.do(func() error {
+		a := c.cl.Addr().String() + "/32"
+		if out, err := exec.Command("ip", "addr", "add", a, "dev", "lo").CombinedOutput(); err != nil {
+			return fmt.Errorf("ip addr add %s: %v: %s", a, err, out)
+		}
+		var err error
+		if ln, err = net.Listen("tcp4", vipWeb.String()); err != nil {
+			return err
+		}
+		d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(c.cl)}
+		conn, err = d.Dial("tcp4", vipWeb.String())
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	defer conn.Close()
+	for name, seg := range segments {
+		t.Run("kernel-socket-"+name, func(t *testing.T) {
+			e.step(t, spStep{in: e.eth1, frame: seg.frame(), verdict: xdpPass,
+				counters: []xdp.Counter{xdp.CounterPassLocalSocket}})
 		})
 	}
 }
