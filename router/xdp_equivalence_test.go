@@ -19,20 +19,19 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"runtime"
 	"strings"
 	"testing"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/rlimit"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 
 	"github.com/rauta-lb/rauta/config"
 	"github.com/rauta-lb/rauta/daemon"
 	"github.com/rauta-lb/rauta/loader"
 	"github.com/rauta-lb/rauta/router"
 	"github.com/rauta-lb/rauta/syncookie"
+	"github.com/rauta-lb/rauta/tools/nsworker"
 	"github.com/rauta-lb/rauta/xdp"
 )
 
@@ -97,70 +96,11 @@ func equivalenceConfig() *config.Config {
 	}
 }
 
-// nsThread runs functions on one OS thread inside a fresh network
-// namespace, which disappears when stop returns.
-type nsThread struct {
-	reqs chan func()
-	done chan struct{}
-	ns   netns.NsHandle
-}
-
-func startNSThread() (*nsThread, error) {
-	w := &nsThread{reqs: make(chan func()), done: make(chan struct{})}
-	ready := make(chan error, 1)
-	go func() {
-		defer close(w.done)
-		runtime.LockOSThread()
-		origin, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			ready <- fmt.Errorf("get netns: %w", err)
-			return
-		}
-		defer origin.Close()
-		ns, err := netns.New()
-		if err != nil {
-			// Left locked if the switch happened: the runtime then
-			// discards the thread with the goroutine.
-			if netns.Set(origin) == nil {
-				runtime.UnlockOSThread()
-			}
-			ready <- fmt.Errorf("new netns: %w", err)
-			return
-		}
-		w.ns = ns
-		ready <- nil
-		for fn := range w.reqs {
-			fn()
-		}
-		ns.Close()
-		if netns.Set(origin) == nil {
-			runtime.UnlockOSThread()
-		}
-	}()
-	if err := <-ready; err != nil {
-		<-w.done
-		return nil, err
-	}
-	return w, nil
-}
-
-func (w *nsThread) do(fn func() error) error {
-	errc := make(chan error, 1)
-	w.reqs <- func() { errc <- fn() }
-	return <-errc
-}
-
-func (w *nsThread) stop() {
-	close(w.reqs)
-	<-w.done
-}
-
 // topology gives the namespace the VIP on lo, a client-side and a
 // backend-side veth with permanent neighbours for every backend, and
 // forwarding; it returns the two interface indexes.
-func (w *nsThread) topology(cfg *config.Config) (clientIf, backendIf int, err error) {
-	h, err := netlink.NewHandleAt(w.ns)
+func topology(w *nsworker.Worker, cfg *config.Config) (clientIf, backendIf int, err error) {
+	h, err := netlink.NewHandleAt(w.NS)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -231,7 +171,7 @@ func ipNet(p netip.Prefix) *net.IPNet {
 
 // eqEnv is the loaded, programmed program in its namespace.
 type eqEnv struct {
-	w        *nsThread
+	w        *nsworker.Worker
 	objs     *xdp.Objects
 	clientIf int
 }
@@ -244,7 +184,7 @@ func newEqEnv(t *testing.T, cfg *config.Config) *eqEnv {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		t.Skipf("no BPF: %v", err)
 	}
-	w, err := startNSThread()
+	w, err := nsworker.Start()
 	if err != nil {
 		t.Skipf("no network namespace: %v", err)
 	}
@@ -253,10 +193,10 @@ func newEqEnv(t *testing.T, cfg *config.Config) *eqEnv {
 		if e.objs != nil {
 			e.objs.Close()
 		}
-		w.stop()
+		w.Stop()
 	})
 	var backendIf int
-	if err := w.do(func() (err error) { e.clientIf, backendIf, err = w.topology(cfg); return err }); err != nil {
+	if err := w.Do(func() (err error) { e.clientIf, backendIf, err = topology(w, cfg); return err }); err != nil {
 		t.Fatalf("topology: %v", err)
 	}
 	if e.objs, err = xdp.Load(nil); err != nil {
@@ -273,7 +213,7 @@ func newEqEnv(t *testing.T, cfg *config.Config) *eqEnv {
 	if err := prog.Apply(state); err != nil {
 		t.Fatalf("apply: %v", err)
 	}
-	if err := w.do(func() error {
+	if err := w.Do(func() error {
 		for _, i := range []int{e.clientIf, backendIf} {
 			if err := e.objs.TxPorts.Put(uint32(i), uint32(i)); err != nil {
 				return err
@@ -303,7 +243,7 @@ func (e *eqEnv) run(frame []byte) (uint32, []byte, error) {
 	ctx := &xdpMd{DataEnd: uint32(len(frame)), IngressIfindex: uint32(e.clientIf)}
 	out := make([]byte, len(frame)+256)
 	var verdict uint32
-	err := e.w.do(func() error {
+	err := e.w.Do(func() error {
 		opts := ebpf.RunOptions{Data: frame, DataOut: out, Context: ctx}
 		var err error
 		verdict, err = e.objs.RautaXdp.Run(&opts)

@@ -38,8 +38,8 @@ func (e *env) dispatch(b testing.TB, progs ...*ebpf.Program) {
 			l.Close()
 		}
 	})
-	if err := e.w.do(func() error {
-		h, err := netlink.NewHandleAt(e.w.ns)
+	if err := e.w.Do(func() error {
+		h, err := netlink.NewHandleAt(e.w.NS)
 		if err != nil {
 			return err
 		}
@@ -100,7 +100,7 @@ func (e *env) bench(b *testing.B, p benchPath, ids []uint32) {
 	buf := make([]byte, 2048)
 	// One untimed syscall first, so that a short benchmark (-benchtime
 	// 200x is a single syscall) does not time cold caches only.
-	if err := e.w.do(func() error {
+	if err := e.w.Do(func() error {
 		data := p.frame()
 		ctx.DataEnd = uint32(len(data))
 		v, _, _, err := timedRun(p.prog.FD(), data, nil, ctx, p.repeat)
@@ -113,7 +113,7 @@ func (e *env) bench(b *testing.B, p benchPath, ids []uint32) {
 	}
 	before := e.counters(b, ids...)
 	var runs, total, minus, interrupted uint64
-	err := e.w.do(func() error {
+	err := e.w.Do(func() error {
 		for runs < uint64(b.N) {
 			data := p.frame()
 			ctx.DataEnd = uint32(len(data))

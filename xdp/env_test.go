@@ -11,7 +11,7 @@ package xdp_test
 // bpf_fib_lookup resolves next hops against the namespace's routes and
 // permanent neighbour entries, so the MACs a forwarded frame carries are
 // known in advance. The namespace is unnamed and owned by one goroutine
-// locked to its OS thread (nsWorker): every netlink call, devmap update and
+// locked to its OS thread (tools/nsworker): every netlink call, devmap update and
 // test run happens on that thread, and the namespace disappears when the
 // worker closes its handle and leaves.
 
@@ -23,8 +23,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"runtime"
-	"runtime/debug"
 	"slices"
 	"strings"
 	"testing"
@@ -34,10 +32,10 @@ import (
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 
 	"github.com/rauta-lb/rauta/loader"
 	"github.com/rauta-lb/rauta/maglev"
+	"github.com/rauta-lb/rauta/tools/nsworker"
 	"github.com/rauta-lb/rauta/xdp"
 )
 
@@ -153,79 +151,6 @@ func state(web, dns loader.Pool) loader.State {
 
 func defaultState() loader.State { return state(webPool(), dnsPool()) }
 
-// nsWorker is a goroutine locked to an OS thread that lives in a private,
-// unnamed network namespace. Everything that depends on the calling thread's
-// namespace (netlink, sysctls, devmap updates, BPF_PROG_TEST_RUN) goes
-// through do.
-type nsWorker struct {
-	reqs chan func()
-	done chan struct{}
-	ns   netns.NsHandle
-}
-
-func startNSWorker() (*nsWorker, error) {
-	w := &nsWorker{reqs: make(chan func()), done: make(chan struct{})}
-	ready := make(chan error, 1)
-	go func() {
-		defer close(w.done)
-		runtime.LockOSThread()
-		origin, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			ready <- fmt.Errorf("get current netns: %w", err)
-			return
-		}
-		defer origin.Close()
-		ns, err := netns.New()
-		if err != nil {
-			// If the thread did switch, leaving it locked makes the
-			// runtime discard it when this goroutine returns.
-			if netns.Set(origin) == nil {
-				runtime.UnlockOSThread()
-			}
-			ready <- fmt.Errorf("create netns: %w", err)
-			return
-		}
-		w.ns = ns
-		ready <- nil
-		for fn := range w.reqs {
-			fn()
-		}
-		// Leave and drop the last references: the namespace and every
-		// interface in it go away.
-		ns.Close()
-		if netns.Set(origin) == nil {
-			runtime.UnlockOSThread()
-		}
-	}()
-	if err := <-ready; err != nil {
-		<-w.done
-		return nil, err
-	}
-	return w, nil
-}
-
-// do runs fn on the worker's thread and waits for it. fn must report
-// failure by returning an error (never t.FailNow: that would end the
-// worker's goroutine).
-func (w *nsWorker) do(fn func() error) error {
-	errc := make(chan error, 1)
-	w.reqs <- func() {
-		defer func() {
-			if r := recover(); r != nil {
-				errc <- fmt.Errorf("panic in netns worker: %v\n%s", r, debug.Stack())
-			}
-		}()
-		errc <- fn()
-	}
-	return <-errc
-}
-
-func (w *nsWorker) stop() {
-	close(w.reqs)
-	<-w.done
-}
-
 // iface is one interface of the test namespace.
 type iface struct {
 	name  string
@@ -235,7 +160,7 @@ type iface struct {
 
 // env is a loaded program with its maps programmed, in its namespace.
 type env struct {
-	w          *nsWorker
+	w          *nsworker.Worker
 	objs       *xdp.Objects
 	prog       *loader.Programmer
 	eth1, eth2 iface // client side, backend side; both in tx_ports
@@ -257,7 +182,7 @@ func newEnv(tb testing.TB) *env {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		tb.Fatalf("remove memlock: %v", err)
 	}
-	w, err := startNSWorker()
+	w, err := nsworker.Start()
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -266,9 +191,9 @@ func newEnv(tb testing.TB) *env {
 		if e.objs != nil {
 			e.objs.Close()
 		}
-		w.stop()
+		w.Stop()
 	})
-	if err := w.do(e.buildTopology); err != nil {
+	if err := w.Do(e.buildTopology); err != nil {
 		tb.Fatalf("build test topology: %v", err)
 	}
 	e.objs, err = xdp.Load(nil)
@@ -282,7 +207,7 @@ func newEnv(tb testing.TB) *env {
 	e.apply(tb, defaultState())
 	// As loader.Attach does: the interfaces XDP runs on are the redirect
 	// targets. The devmap resolves ifindexes in the caller's namespace.
-	if err := w.do(func() error {
+	if err := w.Do(func() error {
 		for _, i := range []iface{e.eth1, e.eth2} {
 			if err := e.objs.TxPorts.Put(uint32(i.index), uint32(i.index)); err != nil {
 				return fmt.Errorf("tx_ports %s: %w", i.name, err)
@@ -296,7 +221,7 @@ func newEnv(tb testing.TB) *env {
 }
 
 func (e *env) buildTopology() error {
-	h, err := netlink.NewHandleAt(e.w.ns)
+	h, err := netlink.NewHandleAt(e.w.NS)
 	if err != nil {
 		return err
 	}
@@ -390,8 +315,8 @@ func prefix(a netip.Addr, bits int) *net.IPNet {
 // setMTU changes the MTU of one of the namespace's interfaces.
 func (e *env) setMTU(tb testing.TB, i iface, mtu int) {
 	tb.Helper()
-	if err := e.w.do(func() error {
-		h, err := netlink.NewHandleAt(e.w.ns)
+	if err := e.w.Do(func() error {
+		h, err := netlink.NewHandleAt(e.w.NS)
 		if err != nil {
 			return err
 		}
@@ -451,7 +376,7 @@ func (e *env) runErr(frame []byte, ingress int) (uint32, []byte, error) {
 	ctx := &xdpMd{DataEnd: uint32(len(frame)), IngressIfindex: uint32(ingress)}
 	out := make([]byte, len(frame)+256)
 	var verdict uint32
-	err := e.w.do(func() error {
+	err := e.w.Do(func() error {
 		opts := ebpf.RunOptions{Data: frame, DataOut: out, Context: ctx}
 		var err error
 		verdict, err = e.objs.RautaXdp.Run(&opts)

@@ -226,7 +226,7 @@ func (e *spEnv) runBig(tb testing.TB, frame []byte, in iface) (uint32, []byte) {
 	ctx := &xdpMd{DataEnd: uint32(len(frame)), IngressIfindex: uint32(in.index)}
 	out := make([]byte, 4096)
 	var verdict uint32
-	err := e.w.do(func() error {
+	err := e.w.Do(func() error {
 		opts := ebpf.RunOptions{Data: frame, DataOut: out, Context: ctx}
 		var err error
 		verdict, err = e.objs.RautaXdp.Run(&opts)

@@ -1416,7 +1416,7 @@ func TestHTTPKernelSocketSegments(t *testing.T) {
 	// listener on the VIP and a connection from the client's port to it.
 	var ln net.Listener
 	var conn net.Conn
-	err := e.w.do(func() error {
+	err := e.w.Do(func() error {
 		a := c.cl.Addr().String() + "/32"
 		if out, err := exec.Command("ip", "addr", "add", a, "dev", "lo").CombinedOutput(); err != nil {
 			return fmt.Errorf("ip addr add %s: %v: %s", a, err, out)
