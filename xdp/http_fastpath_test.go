@@ -1438,6 +1438,18 @@ func TestHTTPKernelSocketSegments(t *testing.T) {
 		t.Run("kernel-socket-"+name, func(t *testing.T) {
 			e.step(t, spStep{in: e.eth1, frame: seg.frame(), verdict: xdpPass,
 				counters: []xdp.Counter{xdp.CounterPassLocalSocket}})
+			e.forgetFlows(t, netip.MustParsePrefix("10.0.2.0/24"))
 		})
 	}
+	// A data segment leaves a slow-path entry behind, so the next one
+	// passes on the flow lookup alone.
+	t.Run("kernel-socket-entry", func(t *testing.T) {
+		e.step(t, spStep{in: e.eth1, frame: segments["ack-data"].frame(), verdict: xdpPass,
+			counters: []xdp.Counter{xdp.CounterPassLocalSocket}})
+		if f, ok := e.flow(t, c.fwd()); !ok || f.Splice != xdp.SpliceSlowpath {
+			t.Fatalf("flow after a kernel connection's segment: %+v (present %v), want a slow-path entry", f, ok)
+		}
+		e.step(t, spStep{in: e.eth1, frame: segments["ack-data"].frame(), verdict: xdpPass,
+			counters: []xdp.Counter{xdp.CounterPassNotService}})
+	})
 }

@@ -340,6 +340,15 @@ static __always_inline int http_first_segment(struct xdp_md *ctx, struct packet 
 	cookie = bpf_ntohl(tcp->ack_seq) - 1;
 	if (!syncookie_check(pkt->key.saddr, pkt->key.daddr, pkt->key.sport, pkt->key.dport, isn, cookie, &o)) {
 		if (has_local_socket(ctx, pkt)) {
+			/* The kernel's connection (its flow entry expired, or
+			 * the kernel did the handshake): a slow-path entry lets
+			 * its next segments pass on one lookup instead of a
+			 * cookie check and a socket lookup each. */
+			f.splice = SPLICE_SLOWPATH;
+			f.direction = FLOW_TO_BACKEND;
+			f.service_id = svc->id;
+			f.last_seen_ns = bpf_ktime_get_coarse_ns();
+			bpf_map_update_elem(&flows, &pkt->key, &f, BPF_NOEXIST);
 			count(svc->id, COUNTER_PASS_LOCAL_SOCKET, 1);
 			return XDP_PASS;
 		}
