@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
 
@@ -83,7 +82,7 @@ func Load(opts Options) (*Loader, error) {
 		SyncookieCurrent: objs.SyncookieCurrent,
 	})
 	if err != nil {
-		if kernelHasHandoffKfunc() {
+		if tc.Supported() {
 			// The kernel can run it: failing to load is a bug, not
 			// a missing feature.
 			l.Close()
@@ -109,17 +108,6 @@ func Load(opts Options) (*Loader, error) {
 		return nil, err
 	}
 	return l, nil
-}
-
-// kernelHasHandoffKfunc reports whether the running kernel's BTF has the
-// kfunc the TC handoff calls.
-func kernelHasHandoffKfunc() bool {
-	spec, err := btf.LoadKernelSpec()
-	if err != nil {
-		return false
-	}
-	_, err = spec.AnyTypeByName("bpf_sk_assign_tcp_reqsk")
-	return err == nil
 }
 
 // pinnedMaps are the maps pinned under the pin path, by pin name.

@@ -4,13 +4,13 @@
 package metrics
 
 import (
-	"fmt"
 	"log/slog"
 	"runtime"
 
 	"github.com/cilium/ebpf"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/rauta-lb/rauta/percpu"
 	"github.com/rauta-lb/rauta/xdp"
 )
 
@@ -155,7 +155,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 // collectSlowpath emits the reasons of one service that ever counted.
 func (c *Collector) collectSlowpath(ch chan<- prometheus.Metric, id uint32, name string) {
 	for r := 1; r < xdp.NumSlowpathReasons; r++ {
-		value, err := sumPerCPU(c.slowpath, id*uint32(xdp.NumSlowpathReasons)+uint32(r))
+		value, err := percpu.Sum(c.slowpath, id*uint32(xdp.NumSlowpathReasons)+uint32(r))
 		if err != nil {
 			c.log.Warn("read slow-path counter", "service", name, "reason", r, "error", err)
 			continue
@@ -167,17 +167,5 @@ func (c *Collector) collectSlowpath(ch chan<- prometheus.Metric, id uint32, name
 
 // read sums one counter over all CPUs.
 func (c *Collector) read(id uint32, counter xdp.Counter) (uint64, error) {
-	return sumPerCPU(c.counters, xdp.CounterIndex(id, counter))
-}
-
-func sumPerCPU(m *ebpf.Map, key uint32) (uint64, error) {
-	var perCPU []uint64
-	if err := m.Lookup(key, &perCPU); err != nil {
-		return 0, fmt.Errorf("lookup: %w", err)
-	}
-	var sum uint64
-	for _, v := range perCPU {
-		sum += v
-	}
-	return sum, nil
+	return percpu.Sum(c.counters, xdp.CounterIndex(id, counter))
 }

@@ -16,9 +16,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cilium/ebpf/btf"
-
 	"github.com/rauta-lb/rauta/loader"
+	"github.com/rauta-lb/rauta/tc"
 	"github.com/rauta-lb/rauta/tools/testbed"
 	"github.com/rauta-lb/rauta/xdp"
 )
@@ -48,7 +47,7 @@ func newHandoffBed(t *testing.T) *handoffBed {
 		}
 	})
 	if l.Handoff() == nil {
-		if kernelHasKfunc("bpf_sk_assign_tcp_reqsk") {
+		if tc.Supported() {
 			t.Fatal("the kernel has bpf_sk_assign_tcp_reqsk, yet the loader did not load the TC handoff (see its warning)")
 		}
 		t.Skip("this kernel has no bpf_sk_assign_tcp_reqsk (Linux 6.9+)")
@@ -91,15 +90,6 @@ func (b *handoffBed) listenTCP(t *testing.T) net.Listener {
 	}
 	t.Cleanup(func() { ln.Close() })
 	return ln
-}
-
-func kernelHasKfunc(name string) bool {
-	spec, err := btf.LoadKernelSpec()
-	if err != nil {
-		return false
-	}
-	_, err = spec.AnyTypeByName(name)
-	return err == nil
 }
 
 func (b *handoffBed) counters(t *testing.T) map[string]uint64 {

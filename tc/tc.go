@@ -12,7 +12,10 @@ import (
 	"fmt"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
+
+	"github.com/rauta-lb/rauta/percpu"
 )
 
 // SharedMaps are the XDP program's maps the handoff reads.
@@ -49,6 +52,17 @@ func Load(shared SharedMaps) (*Objects, error) {
 	return &objs, nil
 }
 
+// Supported reports whether the running kernel has the kfunc the handoff
+// needs (bpf_sk_assign_tcp_reqsk, Linux 6.9+).
+func Supported() bool {
+	spec, err := btf.LoadKernelSpec()
+	if err != nil {
+		return false
+	}
+	_, err = spec.AnyTypeByName("bpf_sk_assign_tcp_reqsk")
+	return err == nil
+}
+
 // Attach attaches the program at TCX ingress of an interface. It runs after
 // XDP, on the segments XDP passes up.
 func (o *Objects) Attach(ifindex int) (link.Link, error) {
@@ -76,15 +90,11 @@ var counterNames = [...]string{
 func (o *Objects) Counters() (map[string]uint64, error) {
 	out := make(map[string]uint64, len(counterNames))
 	for i, name := range counterNames {
-		var perCPU []uint64
-		if err := o.HandoffCounters.Lookup(uint32(i), &perCPU); err != nil {
-			return nil, fmt.Errorf("read handoff counter %s: %w", name, err)
+		n, err := percpu.Sum(o.HandoffCounters, uint32(i))
+		if err != nil {
+			return nil, fmt.Errorf("handoff counter %s: %w", name, err)
 		}
-		var sum uint64
-		for _, v := range perCPU {
-			sum += v
-		}
-		out[name] = sum
+		out[name] = n
 	}
 	return out, nil
 }

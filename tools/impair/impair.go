@@ -54,6 +54,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
+	"github.com/rauta-lb/rauta/percpu"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -305,13 +306,11 @@ func readStats(m *ebpf.Map) (Stats, error) {
 		}
 		for i, f := range fields {
 			key := uint32(dir)*uint32(bpfImpairCounterIMPAIR_COUNTER_MAX) + uint32(i)
-			var perCPU []uint64
-			if err := m.Lookup(key, &perCPU); err != nil {
-				return s, fmt.Errorf("impair: read counter %d: %w", key, err)
+			n, err := percpu.Sum(m, key)
+			if err != nil {
+				return s, fmt.Errorf("impair: %w", err)
 			}
-			for _, v := range perCPU {
-				*f += v
-			}
+			*f = n
 		}
 	}
 	return s, nil
