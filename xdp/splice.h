@@ -276,23 +276,9 @@ static __always_inline void slowpath_seen(const struct packet *pkt, struct flow 
 		f->state = FLOW_CLOSING;
 }
 
-static __always_inline int to_slowpath(struct packet *pkt, const struct service *svc, struct flow *f,
-				       __u32 reason)
-{
-	f->splice = SPLICE_SLOWPATH;
-	f->reason = reason;
-	f->direction = FLOW_TO_BACKEND;
-	f->service_id = svc->id;
-	f->last_seen_ns = bpf_ktime_get_coarse_ns();
-	bpf_map_update_elem(&flows, &pkt->key, f, BPF_ANY);
-	count_slowpath(svc->id, reason);
-	return XDP_PASS;
-}
-
 /* Whether the kernel has a connection (not a listener) for the segment's
- * tuple: a slow-path connection lives on in the kernel after its flow entry
- * expired or was evicted, and its segments must still reach it. Only asked
- * for segments that carry no valid cookie, which are otherwise dropped. */
+ * tuple. Asked only off the hot paths: for SYNs, and for segments with no
+ * flow that complete no cookie handshake (kernel_segment). */
 static __always_inline int has_local_socket(struct xdp_md *ctx, const struct packet *pkt)
 {
 	struct bpf_sock_tuple t = {
@@ -313,6 +299,49 @@ static __always_inline int has_local_socket(struct xdp_md *ctx, const struct pac
 	return found;
 }
 
+/* Writes f as the entry of a connection the kernel owns: XDP passes its
+ * segments, refreshing the entry (slowpath_seen). */
+static __always_inline void remember_slowpath(const struct packet *pkt, __u32 service_id, struct flow *f,
+					      __u32 reason)
+{
+	f->splice = SPLICE_SLOWPATH;
+	f->reason = reason;
+	f->direction = FLOW_TO_BACKEND;
+	f->service_id = service_id;
+	f->last_seen_ns = bpf_ktime_get_coarse_ns();
+	bpf_map_update_elem(&flows, &pkt->key, f, BPF_ANY);
+}
+
+static __always_inline int to_slowpath(struct packet *pkt, const struct service *svc, struct flow *f,
+				       __u32 reason)
+{
+	remember_slowpath(pkt, svc->id, f, reason);
+	count_slowpath(svc->id, reason);
+	return XDP_PASS;
+}
+
+/* A client segment with no flow that does not complete a cookie handshake
+ * (a bad cookie, an RST, a segment without ACK). It is the kernel's when
+ * the kernel has a connection on the tuple: a slow-path connection whose
+ * entry expired or was evicted, or one the kernel handshook itself after
+ * a TIME_WAIT; the RST a client answers a TIME_WAIT socket's ACK with is
+ * what frees the port. A data segment leaves a slow-path entry (f, still
+ * empty), so the connection's next segments pass on one lookup. Without
+ * such a connection the segment is dropped and counted as drop. */
+static __always_inline int kernel_segment(struct xdp_md *ctx, struct packet *pkt, const struct service *svc,
+					  struct flow *f, __u32 drop)
+{
+	if (!has_local_socket(ctx, pkt)) {
+		count(svc->id, drop, 1);
+		return XDP_DROP;
+	}
+	if (!pkt->tcp->syn && !pkt->tcp->rst)
+		remember_slowpath(pkt, svc->id, f, SLOW_NONE);
+	count(svc->id, COUNTER_PASS_LOCAL_SOCKET, 1);
+	return XDP_PASS;
+}
+
+
 /* A client segment with no flow: the handshake's ACK, or the first request. */
 static __always_inline int http_first_segment(struct xdp_md *ctx, struct packet *pkt,
 					      const struct service *svc)
@@ -325,36 +354,12 @@ static __always_inline int http_first_segment(struct xdp_md *ctx, struct packet 
 	const struct backend *be;
 	__u32 zero = 0, isn, cookie, len, off, method = 0, reason, backend_id;
 
-	if (!tcp->ack || tcp->rst || tcp->syn) {
-		/* A kernel connection's own segments, e.g. the RST a client
-		 * answers a TIME_WAIT socket's ACK with: dropping it would keep
-		 * the socket, and the client's port, stuck until it expires. */
-		if (has_local_socket(ctx, pkt)) {
-			count(svc->id, COUNTER_PASS_LOCAL_SOCKET, 1);
-			return XDP_PASS;
-		}
-		count(svc->id, COUNTER_DROP_HTTP_STATE, 1);
-		return XDP_DROP;
-	}
+	if (!tcp->ack || tcp->rst || tcp->syn)
+		return kernel_segment(ctx, pkt, svc, &f, COUNTER_DROP_HTTP_STATE);
 	isn = bpf_ntohl(tcp->seq) - 1;
 	cookie = bpf_ntohl(tcp->ack_seq) - 1;
-	if (!syncookie_check(pkt->key.saddr, pkt->key.daddr, pkt->key.sport, pkt->key.dport, isn, cookie, &o)) {
-		if (has_local_socket(ctx, pkt)) {
-			/* The kernel's connection (its flow entry expired, or
-			 * the kernel did the handshake): a slow-path entry lets
-			 * its next segments pass on one lookup instead of a
-			 * cookie check and a socket lookup each. */
-			f.splice = SPLICE_SLOWPATH;
-			f.direction = FLOW_TO_BACKEND;
-			f.service_id = svc->id;
-			f.last_seen_ns = bpf_ktime_get_coarse_ns();
-			bpf_map_update_elem(&flows, &pkt->key, &f, BPF_NOEXIST);
-			count(svc->id, COUNTER_PASS_LOCAL_SOCKET, 1);
-			return XDP_PASS;
-		}
-		count(svc->id, COUNTER_DROP_BAD_COOKIE, 1);
-		return XDP_DROP;
-	}
+	if (!syncookie_check(pkt->key.saddr, pkt->key.daddr, pkt->key.sport, pkt->key.dport, isn, cookie, &o))
+		return kernel_segment(ctx, pkt, svc, &f, COUNTER_DROP_BAD_COOKIE);
 	len = payload_len(pkt);
 	if (len == 0) {
 		/* The bare ACK completing the handshake: nothing to keep. */
