@@ -135,6 +135,12 @@ type Certificate struct {
 	Key  string
 }
 
+// IsHTTP says whether the service routes each request (http and https),
+// rather than every flow to one pool.
+func (s Service) IsHTTP() bool {
+	return s.Protocol == ProtocolHTTP || s.Protocol == ProtocolHTTPS
+}
+
 // Route sends matching HTTP requests to a pool. Among a service's routes the
 // most specific match wins: an exact host before a wildcard before any host,
 // then the longest path.

@@ -110,18 +110,14 @@ func (s *slowPath) apply(cfg *config.Config) error {
 	defer s.mu.Unlock()
 	wanted := map[netip.AddrPort]config.Service{}
 	vips := map[netip.Addr]bool{}
-	var vipList []netip.Addr
 	for _, svc := range cfg.Services {
-		if svc.Protocol != config.ProtocolHTTP && svc.Protocol != config.ProtocolHTTPS {
+		if !svc.IsHTTP() {
 			continue
 		}
 		wanted[netip.AddrPortFrom(svc.VIP, svc.Port)] = svc
-		if !vips[svc.VIP] {
-			vips[svc.VIP] = true
-			vipList = append(vipList, svc.VIP)
-		}
+		vips[svc.VIP] = true
 	}
-	if err := s.inNetns(func() error { return s.vips.ensure(vipList) }); err != nil {
+	if err := s.inNetns(func() error { return s.vips.ensure(vips) }); err != nil {
 		return fmt.Errorf("slow path: %w", err)
 	}
 

@@ -22,7 +22,7 @@ func newLocalVIPs() *localVIPs { return &localVIPs{added: map[netip.Addr]bool{}}
 
 // ensure adds the VIPs the host does not have yet. It runs in the data
 // path's network namespace.
-func (v *localVIPs) ensure(vips []netip.Addr) error {
+func (v *localVIPs) ensure(vips map[netip.Addr]bool) error {
 	lo, err := netlink.LinkByName("lo")
 	if err != nil {
 		return fmt.Errorf("find lo: %w", err)
@@ -31,12 +31,11 @@ func (v *localVIPs) ensure(vips []netip.Addr) error {
 	if err != nil {
 		return err
 	}
-	for _, vip := range vips {
+	for vip := range vips {
 		if have[vip] || v.added[vip] {
 			continue
 		}
-		addr := &netlink.Addr{IPNet: &net.IPNet{IP: vip.AsSlice(), Mask: net.CIDRMask(32, 32)}}
-		if err := netlink.AddrAdd(lo, addr); err != nil {
+		if err := netlink.AddrAdd(lo, hostRoute(vip)); err != nil {
 			return fmt.Errorf("add VIP %s to lo: %w", vip, err)
 		}
 		v.added[vip] = true
@@ -56,14 +55,18 @@ func (v *localVIPs) release(keep map[netip.Addr]bool) error {
 		if keep[vip] {
 			continue
 		}
-		addr := &netlink.Addr{IPNet: &net.IPNet{IP: vip.AsSlice(), Mask: net.CIDRMask(32, 32)}}
-		if err := netlink.AddrDel(lo, addr); err != nil {
+		if err := netlink.AddrDel(lo, hostRoute(vip)); err != nil {
 			errs = append(errs, fmt.Errorf("remove VIP %s from lo: %w", vip, err))
 			continue
 		}
 		delete(v.added, vip)
 	}
 	return errors.Join(errs...)
+}
+
+// hostRoute is vip as a /32 address.
+func hostRoute(vip netip.Addr) *netlink.Addr {
+	return &netlink.Addr{IPNet: &net.IPNet{IP: vip.AsSlice(), Mask: net.CIDRMask(32, 32)}}
 }
 
 func hostAddrs() (map[netip.Addr]bool, error) {

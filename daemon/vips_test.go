@@ -17,7 +17,7 @@ func TestLocalVIPsAddsOnlyWhatIsMissingAndRemovesOnlyWhatItAdded(t *testing.T) {
 	v := newLocalVIPs()
 	var afterEnsure, afterRelease map[netip.Addr]bool
 	err := tb.LB.Do(func() error {
-		if err := v.ensure([]netip.Addr{owned, added}); err != nil {
+		if err := v.ensure(map[netip.Addr]bool{owned: true, added: true}); err != nil {
 			return err
 		}
 		var err error

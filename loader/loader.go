@@ -76,23 +76,21 @@ func Load(opts Options) (*Loader, error) {
 		return nil, err
 	}
 	l := &Loader{objs: objs, pinPath: opts.PinPath, log: opts.Logger}
-	l.handoff, err = tc.Load(tc.SharedMaps{
-		Flows:            objs.Flows,
-		SyncookieKeys:    objs.SyncookieKeys,
-		SyncookieCurrent: objs.SyncookieCurrent,
-	})
-	if err != nil {
-		if tc.Supported() {
-			// The kernel can run it: failing to load is a bug, not
-			// a missing feature.
+	if tc.Supported() {
+		l.handoff, err = tc.Load(tc.SharedMaps{
+			Flows:            objs.Flows,
+			SyncookieKeys:    objs.SyncookieKeys,
+			SyncookieCurrent: objs.SyncookieCurrent,
+		})
+		if err != nil {
 			l.Close()
 			return nil, err
 		}
-		// An older kernel: XDP still answers and routes; connections
-		// it sends to the slow path are reset by the kernel instead of
+	} else {
+		// An older kernel: XDP still answers and routes; connections it
+		// sends to the slow path are reset by the kernel instead of
 		// reaching the proxy.
-		l.log.Warn("slow-path handoff unavailable on this kernel (bpf_sk_assign_tcp_reqsk needs Linux 6.9+); connections XDP cannot route will be reset", "error", err)
-		l.handoff = nil
+		l.log.Warn("slow-path handoff unavailable: this kernel has no bpf_sk_assign_tcp_reqsk (Linux 6.9+); connections XDP cannot route will be reset")
 	}
 	if err := l.pin(); err != nil {
 		l.Close()

@@ -64,16 +64,28 @@ var ErrUnroutable = errors.New("route cannot be matched in XDP")
 // later request is.
 func Unroutable(svc Service) error {
 	for _, r := range svc.Routes {
-		if _, err := RouteKey(0, r.Host, r.Path, r.Exact); err != nil {
+		if _, _, err := routeEntry(0, r); err != nil {
 			return fmt.Errorf("service %s: %w", svc.Name, err)
-		}
-		for _, m := range r.Methods {
-			if xdp.MethodBit(m) == 0 {
-				return fmt.Errorf("service %s: method %q: %w", svc.Name, m, ErrUnroutable)
-			}
 		}
 	}
 	return nil
+}
+
+// routeEntry is a route's key and method mask as the routes map holds them.
+func routeEntry(serviceID uint32, r Route) (xdp.RouteKey, uint32, error) {
+	key, err := RouteKey(serviceID, r.Host, r.Path, r.Exact)
+	if err != nil {
+		return key, 0, err
+	}
+	var methods uint32
+	for _, m := range r.Methods {
+		bit := xdp.MethodBit(m)
+		if bit == 0 {
+			return key, 0, fmt.Errorf("method %q: %w", m, ErrUnroutable)
+		}
+		methods |= bit
+	}
+	return key, methods, nil
 }
 
 // slowpathOnly says whether XDP leaves every request of svc to the slow path.
@@ -227,11 +239,15 @@ func (p *Programmer) Apply(s State) error {
 		if svc.HTTP {
 			table = poolTable{}
 		}
-		programmed, err := p.writeService(svc, table)
+		only := slowpathOnly(svc)
+		programmed, err := p.writeService(svc, table, only)
 		if err != nil {
 			return err
 		}
 		newServices[svc.Name] = programmed
+		if only {
+			continue // no route at all: see Unroutable
+		}
 		if err := p.writeRoutes(svc, programmed.id, newRoutes); err != nil {
 			return err
 		}
@@ -359,7 +375,7 @@ func (p *Programmer) poolTable(pool Pool) (poolTable, error) {
 	return table, nil
 }
 
-func (p *Programmer) writeService(svc Service, table poolTable) (programmedService, error) {
+func (p *Programmer) writeService(svc Service, table poolTable, slowOnly bool) (programmedService, error) {
 	id, isNew, err := p.serviceIDs.get(svc.Name)
 	if err != nil {
 		return programmedService{}, fmt.Errorf("service %s: %w", svc.Name, err)
@@ -374,7 +390,7 @@ func (p *Programmer) writeService(svc Service, table poolTable) (programmedServi
 	if svc.HTTP {
 		value.Flags = xdp.ServiceHTTP
 	}
-	if slowpathOnly(svc) {
+	if slowOnly {
 		value.Flags |= xdp.ServiceSlowpath
 	}
 	if err := p.objs.Services.Put(key, &value); err != nil {
@@ -455,22 +471,10 @@ func RouteKey(serviceID uint32, host, path string, exact bool) (xdp.RouteKey, er
 }
 
 func (p *Programmer) writeRoutes(svc Service, serviceID uint32, written map[xdp.RouteKey]bool) error {
-	if slowpathOnly(svc) {
-		// No route at all: see Unroutable.
-		return nil
-	}
 	for _, r := range svc.Routes {
-		key, err := RouteKey(serviceID, r.Host, r.Path, r.Exact)
+		key, methods, err := routeEntry(serviceID, r)
 		if err != nil {
 			return fmt.Errorf("service %s: %w", svc.Name, err)
-		}
-		var methods uint32
-		for _, m := range r.Methods {
-			bit := xdp.MethodBit(m)
-			if bit == 0 {
-				return fmt.Errorf("service %s: method %q: %w", svc.Name, m, ErrUnroutable)
-			}
-			methods |= bit
 		}
 		value := xdp.Route{PoolId: p.poolIDs.byKey[r.Pool], Methods: methods}
 		if err := p.objs.Routes.Put(key, value); err != nil {

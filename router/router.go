@@ -39,10 +39,6 @@ func (e *MethodNotAllowedError) Error() string {
 
 func (e *MethodNotAllowedError) Unwrap() error { return ErrMethodNotAllowed }
 
-// protocolHTTPS is config.ProtocolHTTPS, spelled out so this package builds
-// before that constant exists.
-const protocolHTTPS = config.Protocol("https")
-
 // Table is an immutable routing snapshot of one configuration. It is safe
 // for concurrent use; a reload builds a new Table.
 type Table struct {
@@ -106,7 +102,7 @@ func New(cfg *config.Config) (*Table, error) {
 		t.pools[p.Name] = built
 	}
 	for _, svc := range cfg.Services {
-		if svc.Protocol != config.ProtocolHTTP && svc.Protocol != protocolHTTPS {
+		if !svc.IsHTTP() {
 			continue
 		}
 		key := netip.AddrPortFrom(svc.VIP.Unmap(), svc.Port)
