@@ -58,6 +58,10 @@ func NormalizePath(raw string) (string, error) {
 			return "", fmt.Errorf("router: byte %#02x at %d: %w", c, i, ErrBadPathByte)
 		}
 	}
+	if alreadyClean(path) {
+		// The common case costs a scan and no allocation.
+		return raw, nil
+	}
 	decoded, err := decodeUnreserved(path)
 	if err != nil {
 		return "", err
@@ -70,6 +74,31 @@ func NormalizePath(raw string) (string, error) {
 		return clean + "?" + query, nil
 	}
 	return clean, nil
+}
+
+// alreadyClean reports whether normalising would leave path as it is: no
+// escape, no byte above 0x7e, no empty, "." or ".." segment past the root.
+func alreadyClean(path string) bool {
+	segStart := 1
+	for i := 1; i <= len(path); i++ {
+		if i < len(path) {
+			if c := path[i]; c == '%' || c > 0x7e {
+				return false
+			} else if c != '/' {
+				continue
+			}
+		}
+		switch path[segStart:i] {
+		case "":
+			if i < len(path) { // "//"; a trailing '/' is kept as it is
+				return false
+			}
+		case ".", "..":
+			return false
+		}
+		segStart = i + 1
+	}
+	return true
 }
 
 // decodeUnreserved decodes escapes of unreserved characters, upper-cases
