@@ -20,6 +20,7 @@
 
 #include "constants.h"
 #include "flows_map.h"
+#include "socket.h"
 #include "syncookie.h"
 
 char __license[] SEC("license") = "GPL";
@@ -81,7 +82,6 @@ int rauta_handoff(struct __sk_buff *skb)
 	void *data_end = (void *)(long)skb->data_end;
 	struct ethhdr *eth = data;
 	struct bpf_tcp_req_attrs attrs = {};
-	struct bpf_sock_tuple tuple = {};
 	struct flow_key key = {};
 	struct syn_options o;
 	struct bpf_sock *skc;
@@ -118,11 +118,7 @@ int rauta_handoff(struct __sk_buff *skb)
 	if (isn != f->client_isn || cookie != f->lb_isn)
 		return TC_ACT_OK; /* a later segment: the socket exists */
 
-	tuple.ipv4.saddr = ip->saddr;
-	tuple.ipv4.daddr = ip->daddr;
-	tuple.ipv4.sport = tcp->source;
-	tuple.ipv4.dport = tcp->dest;
-	skc = bpf_skc_lookup_tcp(skb, &tuple, sizeof(tuple.ipv4), BPF_F_CURRENT_NETNS, 0);
+	skc = tcp_socket(skb, &key);
 	if (!skc) {
 		count_handoff(HANDOFF_NO_LISTENER);
 		return TC_ACT_OK; /* the kernel answers with a reset */

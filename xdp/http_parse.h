@@ -333,10 +333,6 @@ static long http_parse_byte(__u64 call, void *ctx)
 		/* fall through */
 	case HP_HEADER_NAME:
 		return header_name_byte(s, p, c, lc);
-	case HP_SKIP_LINE:
-		if (c == '\n')
-			p->state = HP_LINE_START;
-		return 0;
 	case HP_CR:
 		if (c != '\n')
 			return slow(p, SLOW_NOT_HTTP);

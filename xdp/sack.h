@@ -10,9 +10,9 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
+#include "constants.h"
 #include "csum.h"
 
-#define TCPOPT_SACK 5
 #define SACK_OPTIONS_MAX 40
 
 /* The options before and after translation. 64 bytes each so that a byte
@@ -66,9 +66,9 @@ __attribute__((noinline)) int sack_translate(struct xdp_md *ctx, __u32 tcp_off, 
 		if (i >= len)
 			break;
 		kind = s->old[i & 63];
-		if (kind == 0) /* end of options */
+		if (kind == TCPOPT_EOL)
 			break;
-		if (kind == 1) { /* NOP */
+		if (kind == TCPOPT_NOP) {
 			i++;
 			continue;
 		}

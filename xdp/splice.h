@@ -23,6 +23,7 @@
 #include "handshake.h"
 #include "http_parse.h"
 #include "sack.h"
+#include "socket.h"
 
 struct stash {
 	__u16 len;
@@ -281,15 +282,7 @@ static __always_inline void slowpath_seen(const struct packet *pkt, struct flow 
  * flow that complete no cookie handshake (kernel_segment). */
 static __always_inline int has_local_socket(struct xdp_md *ctx, const struct packet *pkt)
 {
-	struct bpf_sock_tuple t = {
-		.ipv4 = {
-			.saddr = pkt->key.saddr,
-			.daddr = pkt->key.daddr,
-			.sport = pkt->key.sport,
-			.dport = pkt->key.dport,
-		},
-	};
-	struct bpf_sock *sk = bpf_skc_lookup_tcp(ctx, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+	struct bpf_sock *sk = tcp_socket(ctx, &pkt->key);
 	int found;
 
 	if (!sk)
@@ -728,11 +721,7 @@ static __always_inline int http_backend_synack(struct xdp_md *ctx, struct packet
 	__u32 s = bpf_ntohl(tcp->seq), len;
 
 	parse_syn_options(ctx, pkt, &o);
-	client_key.saddr = pkt->key.daddr;
-	client_key.sport = pkt->key.dport;
-	client_key.daddr = f->nat_addr;
-	client_key.dport = f->nat_port;
-	client_key.proto = IPPROTO_TCP;
+	peer_key(&pkt->key, f, &client_key);
 	st = bpf_map_lookup_elem(&stash, &client_key);
 	if (!st) {
 		count(f->service_id, COUNTER_DROP_HTTP_STATE, 1);
@@ -810,11 +799,7 @@ static __always_inline int next_backend(struct xdp_md *ctx, struct packet *pkt, 
 	__be32 cl = pkt->key.daddr;
 	__be16 cport = pkt->key.dport;
 
-	client_key.saddr = cl;
-	client_key.sport = cport;
-	client_key.daddr = f->nat_addr;
-	client_key.dport = f->nat_port;
-	client_key.proto = IPPROTO_TCP;
+	peer_key(&pkt->key, f, &client_key);
 	cf = bpf_map_lookup_elem(&flows, &client_key);
 	/* only the backend the connection is waiting for can refuse it */
 	if (!cf || cf->splice != SPLICE_SYN_SENT || cf->backend_id != refused)
@@ -911,11 +896,7 @@ static __always_inline int http_to_client(struct xdp_md *ctx, struct packet *pkt
 	refreshed = touch(f);
 	if (f->stash_pending && tcp->ack &&
 	    (__s32)(bpf_ntohl(tcp->ack_seq) - (f->client_isn + 1 + f->stash_len)) >= 0) {
-		client_key.saddr = pkt->key.daddr;
-		client_key.sport = pkt->key.dport;
-		client_key.daddr = f->nat_addr;
-		client_key.dport = f->nat_port;
-		client_key.proto = IPPROTO_TCP;
+		peer_key(&pkt->key, f, &client_key);
 		bpf_map_delete_elem(&stash, &client_key);
 		f->stash_pending = 0;
 	}

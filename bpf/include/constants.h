@@ -30,6 +30,14 @@
  * 7 is what Linux picks for its default buffer sizes. */
 #define LB_WSCALE 7
 
+/* TCP option kinds. */
+#define TCPOPT_EOL 0
+#define TCPOPT_NOP 1
+#define TCPOPT_MSS 2
+#define TCPOPT_WINDOW 3
+#define TCPOPT_SACK_PERM 4
+#define TCPOPT_SACK 5
+
 #define IP_MF 0x2000
 #define IP_OFFSET 0x1fff
 

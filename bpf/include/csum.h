@@ -14,6 +14,12 @@ static __always_inline __u16 csum_fold(__u64 sum)
 	return (__u16)sum;
 }
 
+/* Folds a 64-bit sum (bpf_csum_diff's, or one accumulated in 64 bits). */
+static __always_inline __u16 csum_fold64(__u64 sum)
+{
+	return csum_fold((sum & 0xffffffff) + (sum >> 32));
+}
+
 /* Returns the checksum after replacing the 32-bit word old with new. */
 static __always_inline __u16 csum_replace4(__u16 check, __u32 old, __u32 new)
 {

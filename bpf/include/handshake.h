@@ -13,16 +13,11 @@
 #include <bpf/bpf_endian.h>
 
 #include "constants.h"
+#include "csum.h"
 #include "parse.h"
 #include "syncookie.h"
 
 #define TCP_MAX_OPTIONS 40
-#define TCPOPT_EOL 0
-#define TCPOPT_NOP 1
-#define TCPOPT_MSS 2
-#define TCPOPT_WINDOW 3
-#define TCPOPT_SACK_PERM 4
-#define TCPOPT_SACK 5
 
 #define IP_DF 0x4000
 
@@ -102,17 +97,6 @@ static __always_inline void parse_syn_options(struct xdp_md *ctx, const struct p
 	*o = buf->found;
 }
 
-static __always_inline __u16 csum_fold32(__s64 sum)
-{
-	__u64 s = (__u64)sum;
-
-	s = (s & 0xffffffff) + (s >> 32);
-	s = (s & 0xffff) + (s >> 16);
-	s = (s & 0xffff) + (s >> 16);
-	s = (s & 0xffff) + (s >> 16);
-	return ~(__u16)s;
-}
-
 struct pseudo_header {
 	__be32 saddr;
 	__be32 daddr;
@@ -169,11 +153,11 @@ static __always_inline void tcp_frame_checksums(struct iphdr *ip, struct tcphdr 
 	__s64 sum;
 
 	ip->check = 0;
-	ip->check = csum_fold32(bpf_csum_diff(NULL, 0, (__be32 *)ip, sizeof(*ip), 0));
+	ip->check = ~csum_fold64(bpf_csum_diff(NULL, 0, (__be32 *)ip, sizeof(*ip), 0));
 	tcp->check = 0;
 	sum = bpf_csum_diff(NULL, 0, (__be32 *)&ph, sizeof(ph), payload_sum);
 	sum = bpf_csum_diff(NULL, 0, (__be32 *)tcp, hdr_len, sum);
-	tcp->check = csum_fold32(sum);
+	tcp->check = ~csum_fold64(sum);
 }
 
 /* Fills in both checksums of a syn_frame whose other fields are final. */
