@@ -263,19 +263,6 @@ static __always_inline struct route *find_route(struct http_scratch *s)
 	return bpf_map_lookup_elem(&routes, &s->key);
 }
 
-/* Keeps a slow-path flow's entry alive while its connection is used, and
- * gives it the closed timeout once the client ends it. */
-static __always_inline void slowpath_seen(const struct packet *pkt, struct flow *f)
-{
-	__u64 now = bpf_ktime_get_coarse_ns();
-
-	if (now - f->last_seen_ns > FLOW_REFRESH_NS)
-		f->last_seen_ns = now;
-	if (pkt->tcp->rst)
-		f->state = FLOW_CLOSED;
-	else if (pkt->tcp->fin && f->state == FLOW_OPEN)
-		f->state = FLOW_CLOSING;
-}
 
 /* Whether the kernel has a connection (not a listener) for the segment's
  * tuple. Asked only off the hot paths: for SYNs, and for segments with no
@@ -293,7 +280,8 @@ static __always_inline int has_local_socket(struct xdp_md *ctx, const struct pac
 }
 
 /* Writes f as the entry of a connection the kernel owns: XDP passes its
- * segments, refreshing the entry (slowpath_seen). */
+ * segments, refreshing the entry and its state (SPLICE_SLOWPATH in
+ * http_to_backend). */
 static __always_inline void remember_slowpath(const struct packet *pkt, __u32 service_id, struct flow *f,
 					      __u32 reason)
 {
@@ -634,8 +622,10 @@ static __always_inline int http_to_backend(struct xdp_md *ctx, struct packet *pk
 	switch (f->splice) {
 	case SPLICE_SLOWPATH:
 		/* The kernel owns the connection; the entry only has to
-		 * outlive it, so the GC must see it used. */
-		slowpath_seen(pkt, f);
+		 * outlive it: the GC must see it used, and closed once the
+		 * client ends it. */
+		touch(f);
+		raise_state(pkt, f);
 		count(service_id, COUNTER_PASS_NOT_SERVICE, 1);
 		return XDP_PASS;
 	case SPLICE_SYN_SENT:

@@ -251,19 +251,30 @@ static __always_inline void record_reverse(const struct flow_key *key, const str
 
 /* FIN and RST end a connection: mark both entries so the Go GC can remove
  * them after the short closed timeout rather than the idle one. */
-static __always_inline void track_teardown(struct packet *pkt, struct flow *f)
+/* Moves f to FLOW_CLOSING on a FIN and to FLOW_CLOSED on an RST, never
+ * back; returns the state it moved to, FLOW_OPEN (0) when it did not. */
+static __always_inline __u8 raise_state(const struct packet *pkt, struct flow *f)
 {
 	struct tcphdr *tcp = pkt->tcp;
-	struct flow_key peer;
-	struct flow *pf;
 	__u8 state;
 
 	if (!tcp || !(tcp->fin || tcp->rst))
-		return;
+		return FLOW_OPEN;
 	state = tcp->rst ? FLOW_CLOSED : FLOW_CLOSING;
 	if (f->state >= state)
-		return;
+		return FLOW_OPEN;
 	f->state = state;
+	return state;
+}
+
+static __always_inline void track_teardown(struct packet *pkt, struct flow *f)
+{
+	struct flow_key peer;
+	struct flow *pf;
+	__u8 state = raise_state(pkt, f);
+
+	if (state == FLOW_OPEN)
+		return;
 	peer_key(&pkt->key, f, &peer);
 	pf = bpf_map_lookup_elem(&flows, &peer);
 	if (pf && pf->state < state)
