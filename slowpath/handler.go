@@ -12,6 +12,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 	"unsafe"
@@ -30,7 +31,16 @@ type service struct {
 	name     string
 	proto    string // X-Forwarded-Proto
 	duration prometheus.Observer
+	// requests caches this service's request counter per pool and
+	// status: a label lookup hashes three strings under a lock, once per
+	// request otherwise.
+	requests sync.Map // requestKey → prometheus.Counter
 	srv      *fasthttp.Server
+}
+
+type requestKey struct {
+	pool   string
+	status int
 }
 
 func newService(p *Proxy, l Listener) *service {
@@ -89,6 +99,7 @@ func b2s(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
 // requestInfo is what the access log and metrics need once the response is
 // done, which for a streamed body is after the handler has returned.
 type requestInfo struct {
+	log     bool // the access log is on: the strings below are filled
 	start   time.Time
 	client  netip.AddrPort
 	method  string
@@ -110,15 +121,15 @@ func (s *service) handle(ctx *fasthttp.RequestCtx) {
 			s.p.log.Error("slowpath: panic serving request", "service", s.name, "panic", v, "stack", string(debug.Stack()))
 			ctx.Response.Reset()
 			ctx.SetConnectionClose()
-			s.fail(ctx, reasonInternal, &requestInfo{start: ctx.Time(), client: remoteAddr(ctx)})
+			s.fail(ctx, reasonInternal, &requestInfo{start: ctx.Time(), client: remoteAddr(ctx), log: s.logging()})
 		}
 	}()
 
 	p := s.p
 	req := &ctx.Request
 	h := &req.Header
-	info := requestInfo{start: ctx.Time(), client: remoteAddr(ctx)}
-	logOn := s.logging()
+	info := requestInfo{start: ctx.Time(), client: remoteAddr(ctx), log: s.logging()}
+	logOn := info.log
 
 	method := h.Method()
 	host := h.Host()
@@ -420,8 +431,8 @@ func (s *service) handleError(ctx *fasthttp.RequestCtx, err error) {
 		r = reasonClientTimeout
 	}
 	s.p.log.Debug("slowpath: bad request", "service", s.name, "client", remoteAddr(ctx), "err", err)
-	info := requestInfo{start: ctx.Time(), client: remoteAddr(ctx)}
-	if s.logging() {
+	info := requestInfo{start: ctx.Time(), client: remoteAddr(ctx), log: s.logging()}
+	if info.log {
 		info.method = string(ctx.Request.Header.Method())
 	}
 	s.fail(ctx, r, &info)
@@ -433,10 +444,14 @@ func (s *service) record(ctx *fasthttp.RequestCtx, info *requestInfo, status int
 	if !info.start.IsZero() {
 		d = time.Since(info.start)
 	}
-	m := s.p.metrics
-	m.requests.WithLabelValues(s.name, info.pool, codeLabel(status)).Inc()
+	key := requestKey{info.pool, status}
+	c, ok := s.requests.Load(key)
+	if !ok {
+		c, _ = s.requests.LoadOrStore(key, s.p.metrics.requests.WithLabelValues(s.name, info.pool, codeLabel(status)))
+	}
+	c.(prometheus.Counter).Inc()
 	s.duration.Observe(d.Seconds())
-	if !s.logging() {
+	if !info.log {
 		return
 	}
 	attrs := [...]slog.Attr{

@@ -80,11 +80,6 @@ type Options struct {
 	// RequestTimeout bounds a whole request: reading it, the backend's
 	// answer and streaming both bodies. Default 60s.
 	RequestTimeout time.Duration
-	// UpstreamIdleTimeout closes pooled backend connections idle this long.
-	// Default 4s: shorter than the 5s keep-alive of common servers (nginx
-	// 75s, Apache and Node 5s), so the proxy, not the backend, closes an
-	// idle connection and a request rarely meets one the backend just shut.
-	UpstreamIdleTimeout time.Duration
 
 	// MaxHeaderBytes limits the request line plus headers; larger requests
 	// get 431. Default 8 KiB (nginx's per-line buffer). It is also the size
@@ -95,10 +90,6 @@ type Options struct {
 	// guess their upload sizes (nginx's 1 MiB default is a common
 	// surprise), and bodies are streamed, so size costs no memory.
 	MaxBodyBytes int64
-	// MaxConnsPerBackend caps open connections to one backend; a request
-	// that finds all of them busy waits up to ConnectTimeout, then gets 503.
-	// 0 (default) means no cap, like nginx without max_conns.
-	MaxConnsPerBackend int
 
 	// Dial opens a TCP connection to a backend; net.Dialer.Dial with
 	// ConnectTimeout unless set. The daemon sets it when the data path
@@ -112,12 +103,16 @@ type Options struct {
 }
 
 const (
-	defaultConnectTimeout      = 5 * time.Second
-	defaultReadHeaderTimeout   = 10 * time.Second
-	defaultIdleTimeout         = 60 * time.Second
-	defaultRequestTimeout      = 60 * time.Second
-	defaultUpstreamIdleTimeout = 4 * time.Second
-	defaultMaxHeaderBytes      = 8 << 10
+	defaultConnectTimeout    = 5 * time.Second
+	defaultReadHeaderTimeout = 10 * time.Second
+	defaultIdleTimeout       = 60 * time.Second
+	defaultRequestTimeout    = 60 * time.Second
+	// upstreamIdleTimeout closes pooled backend connections idle this
+	// long: shorter than the 5s keep-alive of common servers (nginx 75s,
+	// Apache and Node 5s), so the proxy, not the backend, closes an idle
+	// connection and a request rarely meets one the backend just shut.
+	upstreamIdleTimeout   = 4 * time.Second
+	defaultMaxHeaderBytes = 8 << 10
 	// upstreamReadBuffer must hold a backend's whole response header; a
 	// larger one is a 502. It is taken from a pool when the request has been
 	// sent and held until the response has been passed on, so every request
@@ -147,17 +142,11 @@ func (o Options) withDefaults() Options {
 	if o.RequestTimeout <= 0 {
 		o.RequestTimeout = defaultRequestTimeout
 	}
-	if o.UpstreamIdleTimeout <= 0 {
-		o.UpstreamIdleTimeout = defaultUpstreamIdleTimeout
-	}
 	if o.MaxHeaderBytes <= 0 {
 		o.MaxHeaderBytes = defaultMaxHeaderBytes
 	}
 	if o.MaxBodyBytes < 0 {
 		o.MaxBodyBytes = 0
-	}
-	if o.MaxConnsPerBackend <= 0 {
-		o.MaxConnsPerBackend = math.MaxInt32
 	}
 	if o.NormalizePath == nil {
 		o.NormalizePath = router.NormalizePath
@@ -308,9 +297,11 @@ func (p *Proxy) newClient(b netip.AddrPort) *fasthttp.HostClient {
 			}
 			return c, nil
 		},
-		MaxConns:            p.opts.MaxConnsPerBackend,
+		// No cap per backend, like nginx without max_conns (fasthttp's
+		// own default is 512).
+		MaxConns:            math.MaxInt32,
 		MaxConnWaitTimeout:  p.opts.ConnectTimeout,
-		MaxIdleConnDuration: p.opts.UpstreamIdleTimeout,
+		MaxIdleConnDuration: upstreamIdleTimeout,
 		// The handler decides about retries (see forward); fasthttp's own
 		// would resend requests to the same backend after bytes were sent.
 		MaxIdemponentCallAttempts: 1,
