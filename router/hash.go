@@ -3,6 +3,8 @@ package router
 import (
 	"encoding/binary"
 	"net/netip"
+
+	"github.com/rauta-lb/rauta/xdp"
 )
 
 // FlowHash is the Go twin of flow_hash in bpf/include/hash.h: the hash whose
@@ -35,8 +37,7 @@ func FlowHash(client, service netip.AddrPort) uint32 {
 func addrWord(a netip.Addr) uint64 {
 	a = a.Unmap()
 	if a.Is4() {
-		b := a.As4()
-		return uint64(binary.LittleEndian.Uint32(b[:]))
+		return uint64(xdp.Addr(a))
 	}
 	b := a.As16() // the zero Addr gives 16 zero bytes
 	var w uint32
@@ -46,8 +47,7 @@ func addrWord(a netip.Addr) uint64 {
 	return uint64(w)
 }
 
-// portWord is a port as XDP's flow key holds it: network order read as a
-// little-endian uint16.
+// portWord is a port as XDP's flow key holds it.
 func portWord(p uint16) uint64 {
-	return uint64(p>>8 | p<<8)
+	return uint64(xdp.Port(p))
 }
