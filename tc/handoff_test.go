@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/rauta-lb/rauta/loader"
+	"github.com/rauta-lb/rauta/percpu"
 	"github.com/rauta-lb/rauta/tc"
 	"github.com/rauta-lb/rauta/tools/testbed"
 	"github.com/rauta-lb/rauta/xdp"
@@ -305,19 +306,15 @@ func TestSlowPathConnectionOutlivesItsFlowEntry(t *testing.T) {
 
 	ask("/slow/2")
 	ask("/slow/3")
-	var perCPU []uint64
 	var svc uint32
 	for id, name := range b.l.ServiceNames() {
 		if name == "site" {
 			svc = id
 		}
 	}
-	if err := b.l.Objects().Counters.Lookup(xdp.CounterIndex(svc, xdp.CounterPassLocalSocket), &perCPU); err != nil {
+	passed, err := percpu.Sum(b.l.Objects().Counters, xdp.CounterIndex(svc, xdp.CounterPassLocalSocket))
+	if err != nil {
 		t.Fatal(err)
-	}
-	var passed uint64
-	for _, v := range perCPU {
-		passed += v
 	}
 	if passed == 0 {
 		t.Error("local_socket counter did not move: the segments reached the socket some other way")

@@ -35,6 +35,7 @@ import (
 
 	"github.com/rauta-lb/rauta/loader"
 	"github.com/rauta-lb/rauta/maglev"
+	"github.com/rauta-lb/rauta/percpu"
 	"github.com/rauta-lb/rauta/tools/nsworker"
 	"github.com/rauta-lb/rauta/xdp"
 )
@@ -412,13 +413,9 @@ func (e *env) expect(tb testing.TB, frame []byte, in iface, want uint32) []byte 
 // counter sums one counter over all CPUs.
 func (e *env) counter(tb testing.TB, id uint32, c xdp.Counter) uint64 {
 	tb.Helper()
-	var per []uint64
-	if err := e.objs.Counters.Lookup(xdp.CounterIndex(id, c), &per); err != nil {
+	sum, err := percpu.Sum(e.objs.Counters, xdp.CounterIndex(id, c))
+	if err != nil {
 		tb.Fatalf("counter %d/%d: %v", id, c, err)
-	}
-	var sum uint64
-	for _, v := range per {
-		sum += v
 	}
 	return sum
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/rauta-lb/rauta/loader"
+	"github.com/rauta-lb/rauta/percpu"
 	"github.com/rauta-lb/rauta/syncookie"
 	"github.com/rauta-lb/rauta/xdp"
 )
@@ -256,13 +257,11 @@ func (e *spEnv) slowCounters(tb testing.TB) []uint64 {
 	tb.Helper()
 	s := make([]uint64, xdp.NumSlowpathReasons)
 	for r := range s {
-		var per []uint64
-		if err := e.objs.SlowpathCounters.Lookup(e.sid*uint32(xdp.NumSlowpathReasons)+uint32(r), &per); err != nil {
+		n, err := percpu.Sum(e.objs.SlowpathCounters, e.sid*uint32(xdp.NumSlowpathReasons)+uint32(r))
+		if err != nil {
 			tb.Fatalf("slowpath counter %d: %v", r, err)
 		}
-		for _, v := range per {
-			s[r] += v
-		}
+		s[r] = n
 	}
 	return s
 }
