@@ -127,8 +127,7 @@ func launchDaemon(t *testing.T, tb *testbed.Testbed, configText string) *daemon 
 		exited:  make(chan struct{}),
 	}
 	writeConfig(t, d.config, configText, d.pinPath)
-	d.cmd = exec.Command("nsenter", "--net=/run/netns/"+tb.LB.Name, "--",
-		rautaBinary, "run", "--config", d.config, "--log-level", "debug")
+	d.cmd = tb.LB.NetCommand(rautaBinary, "run", "--config", d.config, "--log-level", "debug")
 	d.cmd.Stdout = d.logs
 	d.cmd.Stderr = d.logs
 	if err := d.cmd.Start(); err != nil {

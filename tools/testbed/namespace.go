@@ -181,6 +181,14 @@ func (n *Namespace) Do(fn func() error) error {
 	return <-done
 }
 
+// NetCommand returns a command that runs name in the namespace's network
+// only (nsenter --net): unlike Command it keeps the caller's mount
+// namespace, so a daemon's bpffs pins are visible outside, as in a real
+// deployment. Its process is the program itself (nsenter execs it).
+func (n *Namespace) NetCommand(name string, args ...string) *exec.Cmd {
+	return exec.Command("nsenter", append([]string{"--net=" + n.path(), "--", name}, args...)...)
+}
+
 // Command returns a command that runs `ip netns exec n.Name name args...`.
 // The child gets SIGKILL when its parent thread dies, so a crashed test does
 // not leave servers running in orphaned namespaces.

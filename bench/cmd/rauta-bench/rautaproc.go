@@ -75,8 +75,7 @@ func startRautaProc(ctx context.Context, tb *testbed.Testbed, dir, bin string, c
 	if err != nil {
 		return nil, fmt.Errorf("rauta process: %w", err)
 	}
-	cmd := exec.Command("nsenter", "--net=/run/netns/"+tb.LB.Name, "--",
-		bin, "run", "--config", path, "--log-level", strings.ToLower(level.String()))
+	cmd := tb.LB.NetCommand(bin, "run", "--config", path, "--log-level", strings.ToLower(level.String()))
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	p, err := startCmd(cmd, tb.LB, dir, "rauta", log)
 	if err != nil {
