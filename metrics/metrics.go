@@ -152,7 +152,8 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// collectSlowpath emits the reasons of one service that ever counted.
+// collectSlowpath emits every slow-path reason of one service, zeros
+// included, so a rate() has its series from the first scrape on.
 func (c *Collector) collectSlowpath(ch chan<- prometheus.Metric, id uint32, name string) {
 	for r := 1; r < xdp.NumSlowpathReasons; r++ {
 		value, err := percpu.Sum(c.slowpath, id*uint32(xdp.NumSlowpathReasons)+uint32(r))
