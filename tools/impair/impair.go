@@ -50,6 +50,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -355,8 +356,14 @@ type frame struct {
 	data    []byte
 }
 
-// frameHeader is the size of struct impair_frame's fields before data.
-const frameHeader = 16
+// Where struct impair_frame's fields sit in a ring buffer record, from
+// its generated twin.
+var (
+	frameHeader = int(unsafe.Offsetof(bpfImpairFrame{}.Data))
+	frameDue    = int(unsafe.Offsetof(bpfImpairFrame{}.DueNs))
+	frameLen    = int(unsafe.Offsetof(bpfImpairFrame{}.Len))
+	frameDir    = int(unsafe.Offsetof(bpfImpairFrame{}.Dir))
+)
 
 func newDelayLine(ifindex int, ring *ebpf.Map) (*delayLine, error) {
 	l := &delayLine{ifindex: ifindex, ingress: -1, egress: -1,
@@ -405,15 +412,15 @@ func (l *delayLine) read() {
 		if len(raw) < frameHeader {
 			continue
 		}
-		n := int(binary.NativeEndian.Uint32(raw[8:]))
+		n := int(binary.NativeEndian.Uint32(raw[frameLen:]))
 		if n > len(raw)-frameHeader {
 			continue
 		}
 		seq++
 		f := frame{
-			due:     int64(binary.NativeEndian.Uint64(raw)),
+			due:     int64(binary.NativeEndian.Uint64(raw[frameDue:])),
 			seq:     seq,
-			ingress: binary.NativeEndian.Uint32(raw[12:]) == uint32(bpfImpairDirIMPAIR_DIR_INGRESS),
+			ingress: binary.NativeEndian.Uint32(raw[frameDir:]) == uint32(bpfImpairDirIMPAIR_DIR_INGRESS),
 			data:    append([]byte(nil), raw[frameHeader:frameHeader+n]...),
 		}
 		completeTCPChecksum(f.data)
