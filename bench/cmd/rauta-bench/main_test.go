@@ -3,6 +3,7 @@ package main
 import (
 	"io"
 	"net/netip"
+	"runtime"
 	"slices"
 	"testing"
 	"time"
@@ -15,7 +16,7 @@ func TestParseFlagsDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := settings{Rounds: 3, Threads: 2, Conns: 64, Duration: 10 * time.Second, Warmup: 2 * time.Second}
+	want := settings{Rounds: 3, Threads: 2, Conns: 64, Duration: 10 * time.Second, Warmup: 2 * time.Second, OriginWorkers: runtime.NumCPU()}
 	if o.Load != want {
 		t.Errorf("defaults = %+v, want %+v", o.Load, want)
 	}
@@ -29,6 +30,7 @@ func TestParseFlagsRejects(t *testing.T) {
 		{"-rounds", "0"},
 		{"-duration", "1500ms"},
 		{"-warmup", "-1s"},
+		{"-origin-workers", "0"},
 		{"-conns", "1", "-threads", "2"},
 		{"-modes", "kernel,bogus"},
 		{"-modes", "kernel,kernel"},

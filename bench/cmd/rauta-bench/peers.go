@@ -165,7 +165,7 @@ func (b *bench) startServers(ctx context.Context) (stop func() error, err error)
 	tb := b.tb
 	originAddr := origin(tb)
 
-	p, err := startNginx(tb.Backends[0], b.dir, "nginx-origin", nginxConfig{Workers: 1, Listen: originAddr.String()}, b.log)
+	p, err := startNginx(tb.Backends[0], b.dir, "nginx-origin", nginxConfig{Workers: b.opts.Load.OriginWorkers, Listen: originAddr.String()}, b.log)
 	if err != nil {
 		return stop, err
 	}
