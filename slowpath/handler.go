@@ -207,8 +207,11 @@ func (s *service) handle(ctx *fasthttp.RequestCtx) {
 		_ = ctx.SetReadDeadline(info.start.Add(p.opts.RequestTimeout))
 	}
 
+	// rewriteRequest makes the request HTTP/1.1 for the backend; the
+	// client's own version decides how the response is framed.
+	http10 := !h.IsHTTP11()
 	s.rewriteRequest(ctx, host, path, raw, info.client.Addr())
-	s.forward(ctx, backends, &info, idempotent(method))
+	s.forward(ctx, backends, &info, idempotent(method), http10)
 }
 
 // rewriteRequest turns the client's request into the one the backend gets,
@@ -242,7 +245,7 @@ func (s *service) rewriteRequest(ctx *fasthttp.RequestCtx, host []byte, path str
 // one only when connecting failed (nothing was sent) and the method is
 // idempotent, and once more on the same backend when a pooled connection
 // turned out to be closed (see staleConn).
-func (s *service) forward(ctx *fasthttp.RequestCtx, backends []netip.AddrPort, info *requestInfo, idem bool) {
+func (s *service) forward(ctx *fasthttp.RequestCtx, backends []netip.AddrPort, info *requestInfo, idem, http10 bool) {
 	up := fasthttp.AcquireResponse()
 	deadline := info.start.Add(s.p.opts.RequestTimeout)
 	var err error
@@ -289,15 +292,40 @@ func (s *service) forward(ctx *fasthttp.RequestCtx, backends []netip.AddrPort, i
 		s.record(ctx, info, status, 0, false)
 		return
 	}
-	if contentLength < 0 {
-		contentLength = -1 // chunked or close-delimited: reframed chunked
-	}
 	t, _ := s.p.bodies.Get().(*trackedBody)
 	if t == nil {
 		t = new(trackedBody)
 	}
 	*t = trackedBody{s: s, ctx: ctx, body: body, up: up, info: *info, status: status}
+	if contentLength < 0 && http10 {
+		s.untilClose(ctx, t)
+		return
+	}
+	if contentLength < 0 {
+		contentLength = -1 // chunked or close-delimited: reframed chunked
+	}
 	resp.SetBodyStream(t, contentLength)
+}
+
+// untilClose sends a body of unknown length to an HTTP/1.0 client, which
+// cannot read chunks (RFC 9112 §7.1 is HTTP/1.1's): the body ends where the
+// connection does, as nginx does for such clients. fasthttp frames every
+// streamed body of unknown length as chunks, so the connection is taken
+// over once the handler returns and the response written by hand.
+func (s *service) untilClose(ctx *fasthttp.RequestCtx, t *trackedBody) {
+	h := &ctx.Response.Header
+	h.SetContentLength(-2) // neither Content-Length nor Transfer-Encoding; Connection: close
+	header := h.AppendBytes(nil)
+	deadline := t.info.start.Add(s.p.opts.RequestTimeout)
+	ctx.HijackSetNoResponse(true)
+	ctx.Hijack(func(c net.Conn) {
+		_ = c.SetWriteDeadline(deadline)
+		_, err := c.Write(header)
+		if err == nil {
+			_, err = io.Copy(c, t)
+		}
+		_ = t.CloseWithError(err)
+	})
 }
 
 // trackedBody passes the backend's body to the client and, when fasthttp

@@ -489,6 +489,12 @@ func TestProtocolCorners(t *testing.T) {
 		switch r.URL.Path {
 		case "/nocontent":
 			w.WriteHeader(204)
+		case "/stream":
+			// No Content-Length: net/http sends chunks.
+			for i := range 3 {
+				fmt.Fprintf(w, "part %d;", i)
+				w.(http.Flusher).Flush()
+			}
 		case "/echo":
 			b, _ := io.ReadAll(r.Body)
 			fmt.Fprintf(w, "%s %s %s", r.Proto, r.Method, b)
@@ -541,6 +547,31 @@ func TestProtocolCorners(t *testing.T) {
 		}
 		if resp.ProtoMinor != 0 && resp.TransferEncoding != nil {
 			t.Errorf("chunked answer to HTTP/1.0: %v", resp.TransferEncoding)
+		}
+	})
+	t.Run("HTTP/1.0 client, body of unknown length", func(t *testing.T) {
+		// An HTTP/1.0 client cannot read chunks: the body ends where
+		// the connection does.
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		_, _ = io.WriteString(c, "GET /stream HTTP/1.0\r\nHost: x\r\n\r\n")
+		raw, err := io.ReadAll(c)
+		if err != nil {
+			t.Fatalf("reading to the end: %v (got %q)", err, raw)
+		}
+		head, body, ok := strings.Cut(string(raw), "\r\n\r\n")
+		if !ok || !strings.HasPrefix(head, "HTTP/1.") || !strings.Contains(head, " 200 ") {
+			t.Fatalf("response %q", raw)
+		}
+		if strings.Contains(strings.ToLower(head), "transfer-encoding") || strings.Contains(strings.ToLower(head), "content-length") {
+			t.Errorf("header %q frames the body for an HTTP/1.0 client", head)
+		}
+		if body != "part 0;part 1;part 2;" {
+			t.Errorf("body %q", body)
 		}
 	})
 	t.Run("Expect 100-continue", func(t *testing.T) {
