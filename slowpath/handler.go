@@ -210,7 +210,12 @@ func (s *service) handle(ctx *fasthttp.RequestCtx) {
 	// rewriteRequest makes the request HTTP/1.1 for the backend; the
 	// client's own version decides how the response is framed.
 	http10 := !h.IsHTTP11()
+	proto := upgradeProtocol(h)
 	s.rewriteRequest(ctx, host, path, raw, info.client.Addr())
+	if proto != nil && !http10 {
+		s.upgrade(ctx, backends, &info, proto)
+		return
+	}
 	s.forward(ctx, backends, &info, idempotent(method), http10)
 }
 

@@ -176,6 +176,8 @@ type Proxy struct {
 	serversMu sync.Mutex
 	servers   []*fasthttp.Server
 	closed    bool
+
+	tunnels tunnels
 }
 
 // routerRef boxes the interface for atomic.Pointer.
@@ -246,6 +248,8 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	p.servers = nil
 	p.serversMu.Unlock()
 
+	// Upgraded connections have no request to finish: they end now.
+	p.tunnels.close()
 	var errs []error
 	for _, s := range servers {
 		if err := s.ShutdownWithContext(ctx); err != nil {
@@ -279,24 +283,25 @@ func (p *Proxy) client(b netip.AddrPort) *fasthttp.HostClient {
 	return hc
 }
 
-func (p *Proxy) newClient(b netip.AddrPort) *fasthttp.HostClient {
+// dial connects to a backend. Its errors are connectErrors, so the handler
+// can tell "nothing was sent" (safe to try the next backend) from every
+// other failure.
+func (p *Proxy) dial(addr string) (net.Conn, error) {
 	dial := p.opts.Dial
 	if dial == nil {
 		dial = net.DialTimeout
 	}
-	timeout := p.opts.ConnectTimeout
-	addr := b.String()
+	c, err := dial("tcp", addr, p.opts.ConnectTimeout)
+	if err != nil {
+		return nil, &connectError{addr: addr, err: err}
+	}
+	return c, nil
+}
+
+func (p *Proxy) newClient(b netip.AddrPort) *fasthttp.HostClient {
 	return &fasthttp.HostClient{
-		Addr: addr,
-		// Our own dial marks its errors, so the handler can tell "nothing
-		// was sent" (safe to try the next backend) from every other failure.
-		Dial: func(addr string) (net.Conn, error) {
-			c, err := dial("tcp", addr, timeout)
-			if err != nil {
-				return nil, &connectError{addr: addr, err: err}
-			}
-			return c, nil
-		},
+		Addr: b.String(),
+		Dial: p.dial,
 		// No cap per backend, like nginx without max_conns (fasthttp's
 		// own default is 512).
 		MaxConns:            math.MaxInt32,

@@ -1,0 +1,159 @@
+package slowpath
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// echoUpgradeBackend answers an upgrade with 101, greets first (so the
+// greeting may arrive with the 101's header) and then echoes; it hands the
+// request it saw to seen.
+func echoUpgradeBackend(t *testing.T, seen chan<- *http.Request) netip.AddrPort {
+	return rawBackend(t, func(c net.Conn, req *http.Request) {
+		seen <- req
+		_, _ = io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\nhello;")
+		_, _ = io.Copy(c, c)
+	})
+}
+
+const upgradeRequest = "GET /chat HTTP/1.1\r\nHost: ws.example\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n" +
+	"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+
+// TestUpgradeTunnel: a WebSocket upgrade becomes a tunnel, over plain HTTP
+// and over TLS (wss://, which only the slow path can serve), and Shutdown
+// ends it.
+func TestUpgradeTunnel(t *testing.T) {
+	cert, roots := selfSigned(t)
+	for _, tc := range []struct {
+		name string
+		tls  *tls.Config
+	}{
+		{"plain", nil},
+		{"tls", &tls.Config{Certificates: []tls.Certificate{cert}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			seen := make(chan *http.Request, 1)
+			be := echoUpgradeBackend(t, seen)
+			rt := &fakeRouter{service: vip, routes: []fakeRoute{{prefix: "/", pool: "p"}},
+				pools: map[string][]netip.AddrPort{"p": {deadAddr(t), be}}}
+			p, addr := startProxy(t, Options{}, Listener{Service: vip, TLS: tc.tls}, rt)
+
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.tls != nil {
+				c = tls.Client(c, &tls.Config{RootCAs: roots, ServerName: "example.test"})
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+			checkTunnel(t, c, seen)
+			if n := testutil.ToFloat64(p.metrics.requests.WithLabelValues(vip.String(), "p", "101")); n != 1 {
+				t.Errorf("101s counted %v, want 1", n)
+			}
+
+			// Shutdown ends the tunnel: the client sees the end of its
+			// stream, not its deadline.
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := p.Shutdown(ctx); err != nil {
+				t.Fatal(err)
+			}
+			var ne net.Error
+			if n, err := c.Read(make([]byte, 1)); err == nil || errors.As(err, &ne) && ne.Timeout() {
+				t.Errorf("tunnel still open after Shutdown: %d bytes, %v", n, err)
+			}
+		})
+	}
+}
+
+// checkTunnel upgrades c and sends bytes both ways through the tunnel.
+func checkTunnel(t *testing.T, c net.Conn, seen <-chan *http.Request) {
+	t.Helper()
+	if _, err := io.WriteString(c, upgradeRequest); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != 101 || resp.Header.Get("Upgrade") != "websocket" || !strings.EqualFold(resp.Header.Get("Connection"), "upgrade") ||
+		resp.Header.Get("Sec-WebSocket-Accept") != "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" {
+		t.Fatalf("answer %d %v", resp.StatusCode, resp.Header)
+	}
+	req := <-seen
+	if req.Header.Get("Upgrade") != "websocket" || !strings.EqualFold(req.Header.Get("Connection"), "upgrade") ||
+		req.Header.Get("Sec-WebSocket-Key") != "dGhlIHNhbXBsZSBub25jZQ==" || req.Header.Get("X-Forwarded-For") != "127.0.0.1" ||
+		req.Host != "ws.example" || req.URL.Path != "/chat" {
+		t.Errorf("backend saw %s %s host %s %v", req.Method, req.URL, req.Host, req.Header)
+	}
+	// The backend's greeting first (it may have come with the 101).
+	greeting := make([]byte, len("hello;"))
+	if _, err := io.ReadFull(br, greeting); err != nil || string(greeting) != "hello;" {
+		t.Fatalf("greeting %q: %v", greeting, err)
+	}
+	for _, msg := range []string{"ping 1", strings.Repeat("x", 100_000)} {
+		if _, err := io.WriteString(c, msg); err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, len(msg))
+		if _, err := io.ReadFull(br, got); err != nil || string(got) != msg {
+			t.Fatalf("echo of %d bytes: %d bytes back, %v", len(msg), len(got), err)
+		}
+	}
+}
+
+func TestUpgradeRefused(t *testing.T) {
+	be := startBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") != "" && r.URL.Path == "/refuse" {
+			w.Header().Set("Content-Length", "7")
+			w.WriteHeader(http.StatusUpgradeRequired)
+			_, _ = io.WriteString(w, "no way\n")
+			return
+		}
+		_, _ = io.WriteString(w, r.Header.Get("Upgrade")+"|"+r.Header.Get("Connection"))
+	})
+	rt := &fakeRouter{service: vip, routes: []fakeRoute{{prefix: "/", pool: "p"}},
+		pools: map[string][]netip.AddrPort{"p": {be.addr}}}
+	_, addr := startProxy(t, Options{}, Listener{Service: vip}, rt)
+
+	t.Run("refusal passed on", func(t *testing.T) {
+		resp, body := rawRequest(t, addr, strings.Replace(upgradeRequest, "/chat", "/refuse", 1))
+		if resp.StatusCode != http.StatusUpgradeRequired || string(body) != "no way\n" {
+			t.Errorf("%d %q", resp.StatusCode, body)
+		}
+	})
+	t.Run("h2c offer answered in HTTP/1.1", func(t *testing.T) {
+		resp, body := rawRequest(t, addr, "GET /x HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n")
+		if resp.StatusCode != 200 || string(body) != "|" {
+			t.Errorf("%d %q: the backend saw an upgrade", resp.StatusCode, body)
+		}
+	})
+	t.Run("upgrade without Connection: upgrade is a plain request", func(t *testing.T) {
+		resp, body := rawRequest(t, addr, "GET /x HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\n")
+		if resp.StatusCode != 200 || string(body) != "|" {
+			t.Errorf("%d %q", resp.StatusCode, body)
+		}
+	})
+	t.Run("no backend accepts", func(t *testing.T) {
+		rt.mu.Lock()
+		rt.pools["p"] = []netip.AddrPort{deadAddr(t)}
+		rt.mu.Unlock()
+		resp, _ := rawRequest(t, addr, upgradeRequest)
+		if resp.StatusCode != http.StatusBadGateway {
+			t.Errorf("%d, want 502", resp.StatusCode)
+		}
+	})
+}
