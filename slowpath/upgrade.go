@@ -157,8 +157,12 @@ type tunnels struct {
 type tunnel struct {
 	backend net.Conn
 	closed  atomic.Bool
-	mu      sync.Mutex
-	client  net.Conn // set by run
+	// active is when a byte last went either way (UnixNano): a tunnel
+	// ends when both directions are silent, not one (a client that only
+	// listens is not idle).
+	active atomic.Int64
+	mu     sync.Mutex
+	client net.Conn // set by run
 }
 
 // add registers a tunnel to backend; nil after close.
@@ -172,6 +176,7 @@ func (ts *tunnels) add(backend net.Conn) *tunnel {
 		ts.set = make(map[*tunnel]struct{})
 	}
 	t := &tunnel{backend: backend}
+	t.active.Store(time.Now().UnixNano())
 	ts.set[t] = struct{}{}
 	return t
 }
@@ -229,7 +234,7 @@ func (t *tunnel) close() {
 }
 
 // idleReader reads r, whose bytes come from c, and ends with a timeout once
-// c has been silent for idle, or at once when the tunnel is closed.
+// the whole tunnel has been silent for idle, or at once when it is closed.
 type idleReader struct {
 	t    *tunnel
 	r    io.Reader
@@ -238,11 +243,23 @@ type idleReader struct {
 }
 
 func (r idleReader) Read(p []byte) (int, error) {
-	// deadline first, then the check: a close after the check moves the
-	// deadline to the past after this one
-	_ = r.c.SetReadDeadline(time.Now().Add(r.idle))
-	if r.t.closed.Load() {
-		return 0, io.EOF
+	for {
+		// deadline first, then the check: a close after the check moves
+		// the deadline to the past after this one
+		_ = r.c.SetReadDeadline(time.Now().Add(r.idle))
+		if r.t.closed.Load() {
+			return 0, io.EOF
+		}
+		n, err := r.r.Read(p)
+		now := time.Now()
+		if n > 0 {
+			r.t.active.Store(now.UnixNano())
+		}
+		var ne net.Error
+		if n == 0 && errors.As(err, &ne) && ne.Timeout() && !r.t.closed.Load() &&
+			now.Sub(time.Unix(0, r.t.active.Load())) < r.idle {
+			continue // the other direction was busy
+		}
+		return n, err
 	}
-	return r.r.Read(p)
 }

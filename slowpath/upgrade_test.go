@@ -157,3 +157,52 @@ func TestUpgradeRefused(t *testing.T) {
 		}
 	})
 }
+
+// TestUpgradeIdle: a tunnel lives while either direction carries bytes and
+// ends once both have been silent for the idle timeout.
+func TestUpgradeIdle(t *testing.T) {
+	seen := make(chan *http.Request, 1)
+	// The backend only listens after its greeting: backend → client is
+	// silent throughout.
+	be := rawBackend(t, func(c net.Conn, req *http.Request) {
+		seen <- req
+		_, _ = io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+		_ = c.SetDeadline(time.Time{})
+		_, _ = io.Copy(io.Discard, c)
+	})
+	rt := &fakeRouter{service: vip, routes: []fakeRoute{{prefix: "/", pool: "p"}},
+		pools: map[string][]netip.AddrPort{"p": {be}}}
+	const idle = 300 * time.Millisecond
+	_, addr := startProxy(t, Options{IdleTimeout: idle}, Listener{Service: vip}, rt)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, upgradeRequest); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != 101 {
+		t.Fatalf("upgrade: %v %v", resp, err)
+	}
+	<-seen
+	// 8 writes 100ms apart: 800ms, more than twice the idle timeout.
+	for i := range 8 {
+		time.Sleep(idle / 3)
+		if _, err := io.WriteString(c, "tick"); err != nil {
+			t.Fatalf("write %d: the tunnel closed while the client was talking: %v", i, err)
+		}
+	}
+	start := time.Now()
+	_ = c.SetReadDeadline(time.Now().Add(5 * idle))
+	n, err := br.Read(make([]byte, 1))
+	var ne net.Error
+	if err == nil || errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("silent tunnel not closed within %v: %d bytes, %v", 5*idle, n, err)
+	}
+	if waited := time.Since(start); waited < idle/2 {
+		t.Errorf("closed %v after the last byte, before the idle timeout %v", waited, idle)
+	}
+}
