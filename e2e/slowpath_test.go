@@ -503,3 +503,39 @@ pools:
 		}
 	}
 }
+
+// TestUpgradesOnBothPaths: a WebSocket-style upgrade works through the
+// fast path (XDP routes the request, then the flow turns opaque: the
+// backend sees the client's own address) and through the slow path, plain
+// (a path XDP does not route) and over TLS, where the proxy tunnels it
+// (the backend sees the LB's address). 4 MB echoed each time.
+func TestUpgradesOnBothPaths(t *testing.T) {
+	b := newSlowBed(t)
+	const size = 4 << 20
+	for _, tc := range []struct {
+		name, path, backend string
+		port                int
+		tls                 bool
+		viaProxy            bool
+	}{
+		{name: "fast path", path: "/api/ws", port: 80, backend: "b1"},
+		{name: "slow path", path: "/api/%77s", port: 80, backend: "b1", viaProxy: true},
+		{name: "slow path over TLS", path: "/ws", port: 443, backend: "b3", tls: true, viaProxy: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var conn net.Conn = b.raw(t, tc.port)
+			client := conn.LocalAddr().(*net.TCPAddr).IP.String()
+			if tc.tls {
+				conn = tls.Client(conn, &tls.Config{ServerName: "a.example.com", InsecureSkipVerify: true})
+			}
+			g, err := backend.Echo(conn, "a.example.com", tc.path, size)
+			if err != nil {
+				t.Fatalf("%+v: %v", g, err)
+			}
+			peer, _, _ := net.SplitHostPort(g.Peer)
+			if g.Backend != tc.backend || (peer == client) == tc.viaProxy {
+				t.Errorf("answered by %s, which saw %s (client %s); want %s, through the proxy %v", g.Backend, g.Peer, client, tc.backend, tc.viaProxy)
+			}
+		})
+	}
+}

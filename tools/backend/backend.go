@@ -7,6 +7,10 @@
 //	POST, PUT, or any request with a body
 //	               lowercase hex SHA-256 of the body and "\n";
 //	               header X-Body-Length: body size
+//	GET with Upgrade: P and Connection: upgrade
+//	               101 Switching Protocols (Upgrade: P), then
+//	               "backend=<name> peer=<ip:port>\n" and every byte received echoed back
+//	               (a stand-in for WebSocket)
 //	anything else  "backend=<name> path=<path> peer=<ip:port>\n"
 //
 // All responses carry X-Backend: <name> and X-Peer: <ip:port seen>.
@@ -82,6 +86,8 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("X-Backend", s.name)
 	w.Header().Set("X-Peer", r.RemoteAddr)
 	switch {
+	case isUpgrade(r):
+		s.serveEcho(w, r)
 	case hasBody(r):
 		serveDigest(w, r)
 	case (r.Method == http.MethodGet || r.Method == http.MethodHead) && strings.HasPrefix(r.URL.Path, bytesPrefix):
@@ -89,6 +95,50 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		fmt.Fprintf(w, "backend=%s path=%s peer=%s\n", s.name, r.URL.Path, r.RemoteAddr)
+	}
+}
+
+func isUpgrade(r *http.Request) bool {
+	if r.Method != http.MethodGet || r.Header.Get("Upgrade") == "" {
+		return false
+	}
+	for _, v := range r.Header.Values("Connection") {
+		for _, tok := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(tok), "upgrade") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// serveEcho switches to the requested protocol, which here means: greet,
+// then echo until the client closes.
+func (s *Server) serveEcho(w http.ResponseWriter, r *http.Request) {
+	conn, rw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		http.Error(w, "cannot switch protocols: "+err.Error(), http.StatusInternalServerError)
+		return
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Time{})
+	fmt.Fprintf(rw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: %s\r\nConnection: Upgrade\r\nX-Backend: %s\r\n\r\nbackend=%s peer=%s\n",
+		r.Header.Get("Upgrade"), s.name, s.name, r.RemoteAddr)
+	if rw.Flush() != nil {
+		return
+	}
+	// Bytes the client sent early sit in rw's reader.
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := rw.Read(buf)
+		if n > 0 {
+			if _, werr := conn.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
 	}
 }
 

@@ -216,3 +216,26 @@ func TestServeKeepAliveAndClose(t *testing.T) {
 		t.Fatal("Serve did not return after Close")
 	}
 }
+
+func TestUpgradeEcho(t *testing.T) {
+	ts := newTestServer(t, "b7")
+	conn, err := net.DialTimeout("tcp", ts.Listener.Addr().String(), testTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(testTimeout))
+	g, err := Echo(conn, "x", "/ws", 3<<20)
+	if err != nil || g.Backend != "b7" || g.Peer != conn.LocalAddr().String() {
+		t.Fatalf("Echo: %+v, %v (client %s)", g, err, conn.LocalAddr())
+	}
+	// An upgrade without Connection: upgrade is an ordinary request.
+	resp, body, _ := do(t, ts.Client(), func() *http.Request {
+		r, _ := http.NewRequest(http.MethodGet, ts.URL+"/ws", nil)
+		r.Header.Set("Upgrade", "echo")
+		return r
+	}())
+	if resp.StatusCode != 200 || !strings.HasPrefix(string(body), "backend=b7 path=/ws") {
+		t.Errorf("%d %q", resp.StatusCode, body)
+	}
+}
