@@ -10,6 +10,8 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -537,5 +539,50 @@ func TestUpgradesOnBothPaths(t *testing.T) {
 				t.Errorf("answered by %s, which saw %s (client %s); want %s, through the proxy %v", g.Backend, g.Peer, client, tc.backend, tc.viaProxy)
 			}
 		})
+	}
+}
+
+// TestFlowsCommandListsConnections: `rauta flows` reads the pinned flow
+// table and shows a spliced fast-path connection (both directions) and one
+// handed to the slow path, with readable addresses and states.
+func TestFlowsCommandListsConnections(t *testing.T) {
+	b := newSlowBed(t)
+	open := func(path string) string {
+		conn := b.raw(t, 80)
+		fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: a.example.com\r\n\r\n", path)
+		if resp, body := response(t, conn, "GET"); resp.StatusCode != 200 {
+			t.Fatalf("GET %s: %d %q", path, resp.StatusCode, body)
+		}
+		return conn.LocalAddr().String() // the connection stays open
+	}
+	fast, slow := open("/api/x"), open("/api/%78")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, rautaBinary, "flows", "--bpffs", b.d.pinPath).CombinedOutput()
+	if err != nil {
+		t.Fatalf("rauta flows: %v\n%s", err, out)
+	}
+	// fields: proto source destination direction translated state http service backend idle
+	rows := map[string][]string{}
+	for _, line := range lines(string(out))[1:] {
+		f := strings.Fields(line)
+		if len(f) != 10 {
+			t.Fatalf("line %q has %d fields, want 10", line, len(f))
+		}
+		rows[f[1]+" "+f[2]] = f
+	}
+	for _, want := range [][]string{
+		{"tcp", fast, "10.0.0.100:80", "to-backend", "10.0.1.11:80", "open", "spliced"},
+		{"tcp", "10.0.1.11:80", fast, "to-client", "10.0.0.100:80", "open", "spliced"},
+		{"tcp", slow, "10.0.0.100:80", "to-backend", "-", "open", "slow-path"},
+	} {
+		got := rows[want[1]+" "+want[2]]
+		if len(got) < len(want) || !slices.Equal(got[:len(want)], want) {
+			t.Errorf("flow %s -> %s: %q, want %q", want[1], want[2], got, want)
+		}
+	}
+	if t.Failed() || testing.Verbose() {
+		t.Logf("rauta flows:\n%s", out)
 	}
 }

@@ -37,9 +37,12 @@ type Entry struct {
 	Translated netip.AddrPort
 	Direction  uint8
 	State      uint8
-	ServiceID  uint32
-	BackendID  uint32
-	Idle       time.Duration
+	// Splice is the HTTP fast path's state of the connection
+	// (xdp.SpliceNone for L4 flows).
+	Splice    uint8
+	ServiceID uint32
+	BackendID uint32
+	Idle      time.Duration
 }
 
 // Table reads and cleans one flow map.
@@ -165,6 +168,7 @@ func entry(k xdp.FlowKey, v xdp.Flow, now time.Duration) Entry {
 		Translated:  netip.AddrPortFrom(xdp.AddrFrom(v.NatAddr), xdp.PortFrom(v.NatPort)),
 		Direction:   v.Direction,
 		State:       v.State,
+		Splice:      v.Splice,
 		ServiceID:   v.ServiceId,
 		BackendID:   v.BackendId,
 	}
