@@ -14,13 +14,24 @@ import (
 // needs it: a connection handed to the kernel is only delivered to the
 // proxy's socket when the destination is local. Addresses the host already
 // has are left alone; the ones added are removed again by release.
+//
+// Added addresses carry the label vipLabel, so a daemon that was killed
+// before it could remove its VIPs leaves them recognisable: the next one
+// adopts them (and removes those no longer configured), instead of taking
+// them for the host's own. kube-proxy's IPVS mode keeps its dummy
+// interface for the same reason.
 type localVIPs struct {
 	added map[netip.Addr]bool
 }
 
+// vipLabel marks the addresses localVIPs adds (an address label must
+// begin with its interface's name).
+const vipLabel = "lo:rauta"
+
 func newLocalVIPs() *localVIPs { return &localVIPs{added: map[netip.Addr]bool{}} }
 
-// ensure adds the VIPs the host does not have yet. It runs in the data
+// ensure adds the VIPs the host does not have yet, and adopts addresses a
+// previous daemon added, so that release removes them. It runs in the data
 // path's network namespace.
 func (v *localVIPs) ensure(vips map[netip.Addr]bool) error {
 	lo, err := netlink.LinkByName("lo")
@@ -30,6 +41,15 @@ func (v *localVIPs) ensure(vips map[netip.Addr]bool) error {
 	have, err := hostAddrs()
 	if err != nil {
 		return err
+	}
+	ours, err := netlink.AddrList(lo, netlink.FAMILY_V4)
+	if err != nil {
+		return fmt.Errorf("list addresses of lo: %w", err)
+	}
+	for _, a := range ours {
+		if ip, ok := netip.AddrFromSlice(a.IP.To4()); ok && a.Label == vipLabel {
+			v.added[ip] = true
+		}
 	}
 	for vip := range vips {
 		if have[vip] || v.added[vip] {
@@ -64,9 +84,9 @@ func (v *localVIPs) release(keep map[netip.Addr]bool) error {
 	return errors.Join(errs...)
 }
 
-// hostRoute is vip as a /32 address.
+// hostRoute is vip as a /32 address with our label.
 func hostRoute(vip netip.Addr) *netlink.Addr {
-	return &netlink.Addr{IPNet: &net.IPNet{IP: vip.AsSlice(), Mask: net.CIDRMask(32, 32)}}
+	return &netlink.Addr{IPNet: &net.IPNet{IP: vip.AsSlice(), Mask: net.CIDRMask(32, 32)}, Label: vipLabel}
 }
 
 func hostAddrs() (map[netip.Addr]bool, error) {
