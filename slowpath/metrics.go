@@ -91,7 +91,11 @@ func newMetrics() *metrics {
 
 // Collectors returns the proxy's metrics for the daemon's registry.
 func (p *Proxy) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{p.metrics.requests, p.metrics.duration, p.metrics.errors}
+	tunnels := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "rauta_slowpath_tunnels",
+		Help: "Upgraded connections (WebSocket and others) the slow-path proxy is relaying.",
+	}, func() float64 { return float64(p.tunnels.count()) })
+	return []prometheus.Collector{p.metrics.requests, p.metrics.duration, p.metrics.errors, tunnels}
 }
 
 // statusLabels avoids an strconv allocation per request for the code label.

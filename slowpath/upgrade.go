@@ -181,6 +181,12 @@ func (ts *tunnels) add(backend net.Conn) *tunnel {
 	return t
 }
 
+func (ts *tunnels) count() int {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	return len(ts.set)
+}
+
 func (ts *tunnels) remove(t *tunnel) {
 	ts.mu.Lock()
 	delete(ts.set, t)

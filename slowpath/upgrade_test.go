@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -62,6 +63,9 @@ func TestUpgradeTunnel(t *testing.T) {
 			if n := testutil.ToFloat64(p.metrics.requests.WithLabelValues(vip.String(), "p", "101")); n != 1 {
 				t.Errorf("101s counted %v, want 1", n)
 			}
+			if n := tunnelGauge(t, p); n != 1 {
+				t.Errorf("rauta_slowpath_tunnels %v with one open, want 1", n)
+			}
 
 			// Shutdown ends the tunnel: the client sees the end of its
 			// stream, not its deadline.
@@ -73,6 +77,14 @@ func TestUpgradeTunnel(t *testing.T) {
 			var ne net.Error
 			if n, err := c.Read(make([]byte, 1)); err == nil || errors.As(err, &ne) && ne.Timeout() {
 				t.Errorf("tunnel still open after Shutdown: %d bytes, %v", n, err)
+			}
+			// The hijack handler returns once both copies ended.
+			deadline := time.Now().Add(5 * time.Second)
+			for tunnelGauge(t, p) != 0 && time.Now().Before(deadline) {
+				time.Sleep(10 * time.Millisecond)
+			}
+			if n := tunnelGauge(t, p); n != 0 {
+				t.Errorf("rauta_slowpath_tunnels %v after Shutdown, want 0", n)
 			}
 		})
 	}
@@ -205,4 +217,16 @@ func TestUpgradeIdle(t *testing.T) {
 	if waited := time.Since(start); waited < idle/2 {
 		t.Errorf("closed %v after the last byte, before the idle timeout %v", waited, idle)
 	}
+}
+
+// tunnelGauge reads rauta_slowpath_tunnels from the proxy's collectors.
+func tunnelGauge(t *testing.T, p *Proxy) float64 {
+	t.Helper()
+	for _, c := range p.Collectors() {
+		if g, ok := c.(prometheus.GaugeFunc); ok {
+			return testutil.ToFloat64(g)
+		}
+	}
+	t.Fatal("no tunnel gauge among the proxy's collectors")
+	return 0
 }
