@@ -551,8 +551,10 @@ func idempotent(method []byte) bool {
 	return false
 }
 
-func remoteAddr(ctx *fasthttp.RequestCtx) netip.AddrPort {
-	if a, ok := ctx.RemoteAddr().(*net.TCPAddr); ok {
+func remoteAddr(ctx *fasthttp.RequestCtx) netip.AddrPort { return addrPortOf(ctx.RemoteAddr()) }
+
+func addrPortOf(addr net.Addr) netip.AddrPort {
+	if a, ok := addr.(*net.TCPAddr); ok {
 		ap := a.AddrPort()
 		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 	}

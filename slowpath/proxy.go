@@ -215,6 +215,8 @@ func (p *Proxy) Serve(ln net.Listener, l Listener) error {
 		// HTTP/1.1 instead of sending frames we would answer with 400.
 		cfg.NextProtos = []string{"http/1.1"}
 		ln = tls.NewListener(ln, cfg)
+	} else {
+		ln = garbageListener{Listener: ln, s: svc}
 	}
 	p.serversMu.Lock()
 	if p.closed {

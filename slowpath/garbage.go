@@ -1,0 +1,102 @@
+package slowpath
+
+import (
+	"io"
+	"net"
+	"time"
+)
+
+// Garbage on a plain listener. fasthttp reads a whole request line before
+// it judges one, so bytes that can never begin a request but hold no
+// newline (random data, a binary protocol on the wrong port) kept the
+// connection until the header timeout. The first bytes of a connection are
+// checked here instead, as nginx does: a method is one token followed by a
+// space, so the first byte that cannot be part of one gets a 400 and the
+// connection closed at once. Only the first request's method is checked;
+// later ones, and TLS listeners (whose bytes are only known after the
+// handshake), are fasthttp's to judge.
+
+// maxMethodLen bounds a method; registered ones are at most 17 bytes.
+const maxMethodLen = 32
+
+// garbageListener wraps a plain listener's connections.
+type garbageListener struct {
+	net.Listener
+	s *service
+}
+
+func (l garbageListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &methodCheckConn{Conn: c, s: l.s}, nil
+}
+
+type methodCheckConn struct {
+	net.Conn
+	s *service
+	// method is how many method bytes were read; -1 once the method
+	// ended with a space.
+	method int
+}
+
+func (c *methodCheckConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if c.method < 0 {
+		return n, err
+	}
+	for _, b := range p[:n] {
+		switch {
+		case b == ' ' && c.method > 0:
+			c.method = -1
+			return n, err
+		case (b == '\r' || b == '\n') && c.method == 0:
+			// empty lines before a request are ignored (RFC 9112 §2.2)
+		case isTokenChar(b) && c.method < maxMethodLen:
+			c.method++
+		default:
+			c.refuse()
+			return 0, io.EOF
+		}
+	}
+	return n, err
+}
+
+// Lingering close, as nginx's lingering_close: after the 400 the client's
+// remaining bytes are read and dropped (up to lingerBytes, for up to
+// lingerTime) before the connection closes; closing with unread bytes
+// would send an RST that can overtake the answer.
+const (
+	lingerTime  = time.Second
+	lingerBytes = 64 << 10
+)
+
+// refuse answers 400, lingers, and makes fasthttp see the end of the
+// connection.
+func (c *methodCheckConn) refuse() {
+	c.method = -1
+	ri := &reasons[reasonBadRequest]
+	_ = c.Conn.SetDeadline(time.Now().Add(lingerTime))
+	_, _ = io.WriteString(c.Conn, "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: "+
+		codeLabel(len(ri.body))+"\r\n\r\n"+string(ri.body))
+	c.s.p.metrics.errorCounters[reasonBadRequest].Inc()
+	c.s.record(nil, &requestInfo{client: addrPortOf(c.Conn.RemoteAddr())}, ri.status, int64(len(ri.body)), false)
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(c.Conn, lingerBytes))
+}
+
+// isTokenChar reports whether b may appear in a token (RFC 9110 §5.6.2).
+func isTokenChar(b byte) bool {
+	switch {
+	case 'a' <= b && b <= 'z', 'A' <= b && b <= 'Z', '0' <= b && b <= '9':
+		return true
+	}
+	switch b {
+	case '!', '#', '$', '%', '&', '\'', '*', '+', '-', '.', '^', '_', '`', '|', '~':
+		return true
+	}
+	return false
+}
