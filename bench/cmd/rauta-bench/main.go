@@ -51,7 +51,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs := flag.NewFlagSet("rauta-bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.Out, "out", "bench/results", "directory the Markdown report is written to")
-	fs.IntVar(&o.Load.Rounds, "rounds", 3, "rounds; each runs every mode once per connection style")
+	fs.IntVar(&o.Load.Rounds, "rounds", 5, "rounds; each runs every mode once per connection style")
 	fs.IntVar(&o.Load.Threads, "threads", 2, "wrk threads (-t)")
 	fs.IntVar(&o.Load.Conns, "conns", 64, "wrk connections (-c)")
 	fs.DurationVar(&o.Load.Duration, "duration", 10*time.Second, "length of each recorded wrk run (whole seconds)")

@@ -16,7 +16,7 @@ func TestParseFlagsDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := settings{Rounds: 3, Threads: 2, Conns: 64, Duration: 10 * time.Second, Warmup: 2 * time.Second, OriginWorkers: runtime.NumCPU()}
+	want := settings{Rounds: 5, Threads: 2, Conns: 64, Duration: 10 * time.Second, Warmup: 2 * time.Second, OriginWorkers: runtime.NumCPU()}
 	if o.Load != want {
 		t.Errorf("defaults = %+v, want %+v", o.Load, want)
 	}
