@@ -205,28 +205,34 @@ func (ts *tunnels) close() {
 	}
 }
 
-// run copies both ways until either side closes or stays silent for idle
-// (nginx's proxy_read_timeout), then closes both. client is the hijacked
+// run copies both ways until either side closes, both directions stay
+// silent for idle (nginx's proxy_read_timeout) or a write waits that long
+// (a peer that stopped reading), then closes both. client is the hijacked
 // connection; backend bytes already buffered in br go first.
 func (t *tunnel) run(client net.Conn, br *bufio.Reader, idle time.Duration) {
 	t.mu.Lock()
 	t.client = client
+	closed := t.closed.Load()
 	t.mu.Unlock()
+	if closed {
+		return
+	}
 	done := make(chan struct{})
 	go func() {
-		_, _ = io.Copy(t.backend, idleReader{t: t, r: client, c: client, idle: idle})
+		_, _ = io.Copy(deadlineWriter{t: t, c: t.backend, idle: idle}, idleReader{t: t, r: client, c: client, idle: idle})
 		t.close()
 		close(done)
 	}()
-	_, _ = io.Copy(client, idleReader{t: t, r: br, c: t.backend, idle: idle})
+	_, _ = io.Copy(deadlineWriter{t: t, c: client, idle: idle}, idleReader{t: t, r: br, c: t.backend, idle: idle})
 	t.close()
 	<-done
 }
 
 // close ends both directions. The backend connection is closed; the
 // client's cannot be (fasthttp closes a hijacked connection only when the
-// hijack handler returns), so its pending read is cut short by a deadline
-// in the past, which idleReader does not move once closed is set.
+// hijack handler returns), so its pending read and write are cut short by
+// a deadline in the past, which idleReader does not move once closed is
+// set.
 func (t *tunnel) close() {
 	if t.closed.Swap(true) {
 		return
@@ -234,9 +240,26 @@ func (t *tunnel) close() {
 	_ = t.backend.Close()
 	t.mu.Lock()
 	if t.client != nil {
-		_ = t.client.SetReadDeadline(time.Unix(1, 0))
+		_ = t.client.SetDeadline(time.Unix(1, 0))
 	}
 	t.mu.Unlock()
+}
+
+// deadlineWriter gives each write to c idle to complete, none once the
+// tunnel is closed.
+type deadlineWriter struct {
+	t    *tunnel
+	c    net.Conn
+	idle time.Duration
+}
+
+func (w deadlineWriter) Write(p []byte) (int, error) {
+	// deadline first, then the check, as in idleReader
+	_ = w.c.SetWriteDeadline(time.Now().Add(w.idle))
+	if w.t.closed.Load() {
+		return 0, net.ErrClosed
+	}
+	return w.c.Write(p)
 }
 
 // idleReader reads r, whose bytes come from c, and ends with a timeout once

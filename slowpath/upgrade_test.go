@@ -230,3 +230,61 @@ func tunnelGauge(t *testing.T, p *Proxy) float64 {
 	t.Fatal("no tunnel gauge among the proxy's collectors")
 	return 0
 }
+
+// TestUpgradeStalledReader: a client that stops reading while the backend
+// keeps sending does not hold the tunnel, even while it keeps talking
+// itself (so the tunnel is not idle): the proxy's write to it waits idle at
+// most (nginx's send_timeout), then both connections close.
+func TestUpgradeStalledReader(t *testing.T) {
+	be := rawBackend(t, func(c net.Conn, _ *http.Request) {
+		_, _ = io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+		_ = c.SetDeadline(time.Time{})
+		chunk := make([]byte, 64<<10)
+		for {
+			if _, err := c.Write(chunk); err != nil {
+				return
+			}
+		}
+	})
+	rt := &fakeRouter{service: vip, routes: []fakeRoute{{prefix: "/", pool: "p"}},
+		pools: map[string][]netip.AddrPort{"p": {be}}}
+	const idle = 300 * time.Millisecond
+	p, addr := startProxy(t, Options{IdleTimeout: idle}, Listener{Service: vip}, rt)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := io.WriteString(c, upgradeRequest); err != nil {
+		t.Fatal(err)
+	}
+	// Read nothing, so buffers fill and the proxy's write to us stalls,
+	// but keep sending.
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(idle / 3):
+				if _, err := io.WriteString(c, "tick"); err != nil {
+					return
+				}
+			}
+		}
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for tunnelGauge(t, p) == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if tunnelGauge(t, p) != 1 {
+		t.Fatal("the tunnel never opened")
+	}
+	for tunnelGauge(t, p) != 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := tunnelGauge(t, p); n != 0 {
+		t.Errorf("a tunnel whose client stopped reading still open after 10s (idle %v)", idle)
+	}
+}
