@@ -128,19 +128,33 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.flows, prometheus.GaugeValue, float64(c.source.LiveFlows()))
 
 	names := map[uint32]string{0: NoService}
+	maxID := uint32(0)
 	for id, name := range c.source.ServiceNames() {
 		names[id] = name
+		maxID = max(maxID, id)
+	}
+	// One batched read per map and scrape, not one lookup per counter.
+	counters, err := percpu.SumFirst(c.counters, int(maxID+1)*int(xdp.NumCounters))
+	if err != nil {
+		c.log.Warn("read counters", "error", err)
+		return
+	}
+	var slowpath []uint64
+	if c.slowpath != nil {
+		if slowpath, err = percpu.SumFirst(c.slowpath, int(maxID+1)*xdp.NumSlowpathReasons); err != nil {
+			c.log.Warn("read slow-path counters", "error", err)
+		}
 	}
 	for id, name := range names {
-		if c.slowpath != nil && id != 0 {
-			c.collectSlowpath(ch, id, name)
+		if slowpath != nil && id != 0 {
+			c.collectSlowpath(ch, slowpath, id, name)
 		}
 		for counter := range xdp.NumCounters {
-			value, err := c.read(id, xdp.Counter(counter))
-			if err != nil {
-				c.log.Warn("read counter", "service", name, "counter", counter, "error", err)
-				continue
+			i := int(xdp.CounterIndex(id, xdp.Counter(counter)))
+			if i >= len(counters) {
+				break // an id beyond the map: the loader refuses those
 			}
+			value := counters[i]
 			if d, ok := c.plain[xdp.Counter(counter)]; ok {
 				ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(value), name)
 				continue
@@ -153,20 +167,15 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 }
 
 // collectSlowpath emits every slow-path reason of one service, zeros
-// included, so a rate() has its series from the first scrape on.
-func (c *Collector) collectSlowpath(ch chan<- prometheus.Metric, id uint32, name string) {
+// included, so a rate() has its series from the first scrape on. values
+// are the slow_path counters map's first keys, summed over CPUs.
+func (c *Collector) collectSlowpath(ch chan<- prometheus.Metric, values []uint64, id uint32, name string) {
 	for r := 1; r < xdp.NumSlowpathReasons; r++ {
-		value, err := percpu.Sum(c.slowpath, id*uint32(xdp.NumSlowpathReasons)+uint32(r))
-		if err != nil {
-			c.log.Warn("read slow-path counter", "service", name, "reason", r, "error", err)
-			continue
+		i := int(id)*xdp.NumSlowpathReasons + r
+		if i >= len(values) {
+			return
 		}
-		ch <- prometheus.MustNewConstMetric(c.slowpathDesc, prometheus.CounterValue, float64(value),
+		ch <- prometheus.MustNewConstMetric(c.slowpathDesc, prometheus.CounterValue, float64(values[i]),
 			name, xdp.SlowpathReasonName(xdp.SlowpathReason(r)))
 	}
-}
-
-// read sums one counter over all CPUs.
-func (c *Collector) read(id uint32, counter xdp.Counter) (uint64, error) {
-	return percpu.Sum(c.counters, xdp.CounterIndex(id, counter))
 }
