@@ -2,6 +2,7 @@
 //
 //	rauta run --config rauta.yaml   attach, program and serve until SIGINT/SIGTERM; SIGHUP reloads
 //	rauta demo [--duration 30s]     a self-contained demo in network namespaces
+//	rauta check --config rauta.yaml validate a configuration file (nginx -t)
 //	rauta flows [--bpffs DIR]       list a running daemon's flow table (read-only)
 //	rauta version
 package main
@@ -28,6 +29,7 @@ const usage = `usage: rauta <command> [flags]
 commands:
   run      --config FILE   run the load balancer in the foreground
   demo     [--duration D]  run a demo: namespaces, three backends, live traffic
+  check    --config FILE   validate a configuration file, run nothing [--portable]
   flows    [--bpffs DIR]   list a running daemon's flows (read-only)
   version                  print the version
 `
@@ -47,6 +49,8 @@ func runMain(args []string, stdout, stderr io.Writer) int {
 		err = runCommand(args[1:], stderr)
 	case "demo":
 		err = demoCommand(args[1:], stdout, stderr)
+	case "check":
+		err = checkCommand(args[1:], stdout, stderr)
 	case "flows":
 		err = flowsCommand(args[1:], stdout, stderr)
 	case "version":
