@@ -33,7 +33,10 @@ const (
 
 	DefaultConnectTimeout = 5 * time.Second
 	DefaultIdleTimeout    = 60 * time.Second
-	DefaultRequestTimeout = 60 * time.Second
+	// DefaultRequestTimeout is none: a whole request (a long download,
+	// an event stream) is not bounded unless configured, as in nginx and
+	// HAProxy; idle_timeout bounds every wait instead.
+	DefaultRequestTimeout = time.Duration(0)
 	DefaultMaxHeaderBytes = 8192
 )
 
@@ -190,11 +193,12 @@ type Flows struct {
 type Slowpath struct {
 	// ConnectTimeout bounds dialing one backend.
 	ConnectTimeout time.Duration
-	// IdleTimeout is how long a client connection may wait for its next
-	// request.
+	// IdleTimeout is how long a connection may stay silent: a client
+	// waiting to send its next request, and any read or write of a request
+	// or response in progress, on either side.
 	IdleTimeout time.Duration
 	// RequestTimeout bounds one request, from its first byte to the end of
-	// the response.
+	// the response; 0 (the default) means no bound.
 	RequestTimeout time.Duration
 	// MaxHeaderBytes caps a request's header block; larger ones get 431.
 	MaxHeaderBytes int

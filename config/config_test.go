@@ -39,7 +39,7 @@ func configErrors(t *testing.T, err error) []*Error {
 var (
 	eth             = []string{"eth1", "eth2"}
 	defaultFlows    = Flows{TCPIdleTimeout: 5 * time.Minute, UDPIdleTimeout: 30 * time.Second, ClosedTimeout: 10 * time.Second}
-	defaultSlowpath = Slowpath{ConnectTimeout: 5 * time.Second, IdleTimeout: time.Minute, RequestTimeout: time.Minute, MaxHeaderBytes: 8192, AccessLog: true}
+	defaultSlowpath = Slowpath{ConnectTimeout: 5 * time.Second, IdleTimeout: time.Minute, MaxHeaderBytes: 8192, AccessLog: true}
 )
 
 func TestParseAcceptsExamples(t *testing.T) {

@@ -62,7 +62,9 @@ func newService(p *Proxy, l Listener) *service {
 		ReadBufferSize: p.opts.MaxHeaderBytes,
 		// ReadTimeout covers the header; handle extends the deadline for
 		// a body (only then: a deadline change is not free).
-		ReadTimeout:  p.opts.ReadHeaderTimeout,
+		ReadTimeout: p.opts.ReadHeaderTimeout,
+		// Writes to the client are bounded by the connection's idle
+		// timeout (idleConn), and by RequestTimeout when one is set.
 		WriteTimeout: p.opts.RequestTimeout,
 		IdleTimeout:  p.opts.IdleTimeout,
 		// Bodies stream: the handler enforces MaxBodyBytes itself, because
@@ -203,8 +205,9 @@ func (s *service) handle(ctx *fasthttp.RequestCtx) {
 
 	if cl := h.ContentLength(); cl != 0 && cl != -2 {
 		// The body is read while it is forwarded: give it the rest of
-		// the request's time instead of the header's.
-		_ = ctx.SetReadDeadline(info.start.Add(p.opts.RequestTimeout))
+		// the request's time (none: just the idle bound on each read)
+		// instead of the header's.
+		_ = ctx.SetReadDeadline(p.requestDeadline(info.start))
 	}
 
 	// rewriteRequest makes the request HTTP/1.1 for the backend; the
@@ -252,12 +255,16 @@ func (s *service) rewriteRequest(ctx *fasthttp.RequestCtx, host []byte, path str
 // turned out to be closed (see staleConn).
 func (s *service) forward(ctx *fasthttp.RequestCtx, backends []netip.AddrPort, info *requestInfo, idem, http10 bool) {
 	up := fasthttp.AcquireResponse()
-	deadline := info.start.Add(s.p.opts.RequestTimeout)
+	deadline := s.p.requestDeadline(info.start)
 	var err error
 	retried := false
 	for i := 0; i < len(backends); {
 		info.backend = backends[i]
-		err = s.p.client(backends[i]).DoDeadline(&ctx.Request, up, deadline)
+		if deadline.IsZero() {
+			err = s.p.client(backends[i]).Do(&ctx.Request, up)
+		} else {
+			err = s.p.client(backends[i]).DoDeadline(&ctx.Request, up, deadline)
+		}
 		if err == nil {
 			break
 		}
@@ -321,7 +328,7 @@ func (s *service) untilClose(ctx *fasthttp.RequestCtx, t *trackedBody) {
 	h := &ctx.Response.Header
 	h.SetContentLength(-2) // neither Content-Length nor Transfer-Encoding; Connection: close
 	header := h.AppendBytes(nil)
-	deadline := t.info.start.Add(s.p.opts.RequestTimeout)
+	deadline := s.p.requestDeadline(t.info.start)
 	ctx.HijackSetNoResponse(true)
 	ctx.Hijack(func(c net.Conn) {
 		_ = c.SetWriteDeadline(deadline)

@@ -72,13 +72,17 @@ type Options struct {
 	// ReadHeaderTimeout bounds the wait for a request's header, from the
 	// connection's start or its first byte after an idle keep-alive wait.
 	// Default 10s: a slow-header client (slowloris) holds a connection no
-	// longer. The body then has until RequestTimeout.
+	// longer.
 	ReadHeaderTimeout time.Duration
-	// IdleTimeout closes a client keep-alive connection idle this long.
-	// Default 60s.
+	// IdleTimeout is the longest any connection may stay silent: a client
+	// keep-alive connection between requests, and every read or write
+	// once a request is under way, on the client's and the backend's
+	// connection alike (a backend slow to answer gets 504, a peer that
+	// stops in the middle of a body is dropped). Default 60s.
 	IdleTimeout time.Duration
-	// RequestTimeout bounds a whole request: reading it, the backend's
-	// answer and streaming both bodies. Default 60s.
+	// RequestTimeout, when positive, bounds a whole request: reading it,
+	// the backend's answer and streaming both bodies. Default 0: no bound,
+	// so long downloads and event streams live as long as bytes move.
 	RequestTimeout time.Duration
 
 	// MaxHeaderBytes limits the request line plus headers; larger requests
@@ -106,7 +110,6 @@ const (
 	defaultConnectTimeout    = 5 * time.Second
 	defaultReadHeaderTimeout = 10 * time.Second
 	defaultIdleTimeout       = 60 * time.Second
-	defaultRequestTimeout    = 60 * time.Second
 	// upstreamIdleTimeout closes pooled backend connections idle this
 	// long: shorter than the 5s keep-alive of common servers (nginx 75s,
 	// Apache and Node 5s), so the proxy, not the backend, closes an idle
@@ -139,8 +142,8 @@ func (o Options) withDefaults() Options {
 	if o.IdleTimeout <= 0 {
 		o.IdleTimeout = defaultIdleTimeout
 	}
-	if o.RequestTimeout <= 0 {
-		o.RequestTimeout = defaultRequestTimeout
+	if o.RequestTimeout < 0 {
+		o.RequestTimeout = 0
 	}
 	if o.MaxHeaderBytes <= 0 {
 		o.MaxHeaderBytes = defaultMaxHeaderBytes
@@ -214,9 +217,9 @@ func (p *Proxy) Serve(ln net.Listener, l Listener) error {
 		// ALPN: offer only what we speak, so h2 clients fall back to
 		// HTTP/1.1 instead of sending frames we would answer with 400.
 		cfg.NextProtos = []string{"http/1.1"}
-		ln = tls.NewListener(ln, cfg)
+		ln = tls.NewListener(clientListener{Listener: ln, idle: p.opts.IdleTimeout}, cfg)
 	} else {
-		ln = garbageListener{Listener: ln, s: svc}
+		ln = clientListener{Listener: ln, idle: p.opts.IdleTimeout, checkMethod: svc}
 	}
 	p.serversMu.Lock()
 	if p.closed {
@@ -297,7 +300,16 @@ func (p *Proxy) dial(addr string) (net.Conn, error) {
 	if err != nil {
 		return nil, &connectError{addr: addr, err: err}
 	}
-	return c, nil
+	return newIdleConn(c, p.opts.IdleTimeout), nil
+}
+
+// requestDeadline is when a request that started at start must be done;
+// zero without a RequestTimeout.
+func (p *Proxy) requestDeadline(start time.Time) time.Time {
+	if p.opts.RequestTimeout <= 0 {
+		return time.Time{}
+	}
+	return start.Add(p.opts.RequestTimeout)
 }
 
 func (p *Proxy) newClient(b netip.AddrPort) *fasthttp.HostClient {

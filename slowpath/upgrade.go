@@ -83,9 +83,9 @@ func (s *service) upgrade(ctx *fasthttp.RequestCtx, backends []netip.AddrPort, i
 		s.upgradeFailed(ctx, info, err)
 		return
 	}
-	// The handshake has the rest of the request's time; the tunnel then
-	// has idle timeouts instead.
-	_ = up.SetDeadline(info.start.Add(s.p.opts.RequestTimeout))
+	// The handshake has the rest of the request's time, if bounded; the
+	// tunnel then has idle timeouts only.
+	_ = up.SetDeadline(s.p.requestDeadline(info.start))
 	bw := bufio.NewWriter(up)
 	if err = ctx.Request.Header.Write(bw); err == nil {
 		err = bw.Flush()
