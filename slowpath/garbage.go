@@ -19,27 +19,6 @@ import (
 // maxMethodLen bounds a method; registered ones are at most 17 bytes.
 const maxMethodLen = 32
 
-// clientListener wraps the connections of a service's listener: every one
-// in an idleConn, and those of a plain listener (checkMethod set) in a
-// methodCheckConn too.
-type clientListener struct {
-	net.Listener
-	idle        time.Duration
-	checkMethod *service
-}
-
-func (l clientListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	ic := newIdleConn(c, l.idle)
-	if l.checkMethod == nil {
-		return ic, nil
-	}
-	return &methodCheckConn{Conn: ic, s: l.checkMethod}, nil
-}
-
 type methodCheckConn struct {
 	net.Conn
 	s *service

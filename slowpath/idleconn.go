@@ -20,6 +20,27 @@ type idleConn struct {
 	read, write deadline
 }
 
+// clientListener wraps the connections of a service's listener: every one
+// in an idleConn, and those of a plain listener (checkMethod set) in a
+// methodCheckConn too.
+type clientListener struct {
+	net.Listener
+	idle        time.Duration
+	checkMethod *service
+}
+
+func (l clientListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	ic := newIdleConn(c, l.idle)
+	if l.checkMethod == nil {
+		return ic, nil
+	}
+	return &methodCheckConn{Conn: ic, s: l.checkMethod}, nil
+}
+
 func newIdleConn(c net.Conn, idle time.Duration) *idleConn {
 	return &idleConn{Conn: c, idle: idle}
 }
