@@ -70,14 +70,18 @@ func demoCommand(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stdout, "rauta demo: testbed removed")
 	}()
 
+	// Each backend serves the L4 service on :80 and the HTTP service on
+	// :8080 (demo.yaml says why).
 	for i, ns := range tb.Backends {
-		ln, err := ns.Listen("tcp", ":80")
-		if err != nil {
-			return fmt.Errorf("backend %d: %w", i+1, err)
-		}
 		srv := backend.New(fmt.Sprintf("backend-%d", i+1))
-		go srv.Serve(ln)
 		defer srv.Close()
+		for _, port := range []string{":80", ":8080"} {
+			ln, err := ns.Listen("tcp", port)
+			if err != nil {
+				return fmt.Errorf("backend %d: %w", i+1, err)
+			}
+			go srv.Serve(ln)
+		}
 	}
 
 	path := *configPath
