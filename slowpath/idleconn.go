@@ -52,9 +52,14 @@ type deadline struct {
 	set   time.Time
 }
 
+// idleSlack is how much of idle a deadline may already have used up and
+// still serve the next operation: moving a deadline costs a timer update,
+// so a busy connection moves it once per idle/16, and a silence times out
+// after between 15/16 of idle and idle.
+const idleSlack = 16
+
 // due returns the deadline an operation starting at now needs, and
-// whether it must be set: moving a deadline costs a timer update, so one
-// still at least half of idle away is left alone.
+// whether it must be set.
 func (d *deadline) due(now time.Time, idle time.Duration) (time.Time, bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -62,7 +67,7 @@ func (d *deadline) due(now time.Time, idle time.Duration) (time.Time, bool) {
 	if !d.owner.IsZero() && d.owner.Before(t) {
 		t = d.owner
 	}
-	if t.Equal(d.set) || (d.set.Sub(now) >= idle/2 && !d.set.After(t)) {
+	if t.Equal(d.set) || (d.set.Sub(now) >= idle-idle/idleSlack && !d.set.After(t)) {
 		return d.set, false
 	}
 	d.set = t
