@@ -1,6 +1,7 @@
 package slowpath
 
 import (
+	"fmt"
 	"io"
 	"net"
 	"time"
@@ -58,16 +59,23 @@ const (
 	lingerBytes = 64 << 10
 )
 
+// badRequest is the whole answer to garbage: fail's 400, written by hand
+// because fasthttp never saw a request.
+var badRequest = func() []byte {
+	body := reasons[reasonBadRequest].body
+	return fmt.Appendf(nil, "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+}()
+
 // refuse answers 400, lingers, and makes fasthttp see the end of the
 // connection.
 func (c *methodCheckConn) refuse() {
 	c.method = -1
+	now := time.Now()
+	_ = c.Conn.SetDeadline(now.Add(lingerTime))
+	_, _ = c.Conn.Write(badRequest)
 	ri := &reasons[reasonBadRequest]
-	_ = c.Conn.SetDeadline(time.Now().Add(lingerTime))
-	_, _ = io.WriteString(c.Conn, "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: "+
-		codeLabel(len(ri.body))+"\r\n\r\n"+string(ri.body))
 	c.s.p.metrics.errorCounters[reasonBadRequest].Inc()
-	c.s.record(nil, &requestInfo{client: addrPortOf(c.Conn.RemoteAddr())}, ri.status, int64(len(ri.body)), false)
+	c.s.record(&requestInfo{start: now, client: addrPortOf(c.Conn.RemoteAddr())}, ri.status, int64(len(ri.body)), false)
 	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
 		_ = cw.CloseWrite()
 	}

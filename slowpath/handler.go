@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/netip"
 	"runtime/debug"
@@ -71,7 +72,7 @@ func newService(p *Proxy, l Listener) *service {
 		// with streaming fasthttp only uses its limit to decide how much to
 		// read ahead (8 KiB at most).
 		StreamRequestBody:  true,
-		MaxRequestBodySize: math32,
+		MaxRequestBodySize: math.MaxInt32,
 		// A proxy forwards multipart bodies; it must not parse them into
 		// memory or temporary files.
 		DisablePreParseMultipartForm: true,
@@ -89,9 +90,6 @@ func newService(p *Proxy, l Listener) *service {
 	}
 	return s
 }
-
-// math32 is "no limit" for fasthttp's int limits.
-const math32 = 1<<31 - 1
 
 // b2s views header bytes as a string without copying. The strings are used
 // only during the request (routing, normalising, the header rewrite), while
@@ -155,7 +153,7 @@ func (s *service) handle(ctx *fasthttp.RequestCtx) {
 		s.fail(ctx, reasonBadRequest, &info)
 		return
 	}
-	if logOn {
+	if logOn && path != info.path {
 		info.path = strings.Clone(path)
 	}
 	ref := p.router.Load()
@@ -301,14 +299,14 @@ func (s *service) forward(ctx *fasthttp.RequestCtx, backends []netip.AddrPort, i
 	if body == nil {
 		// No body: HEAD, 1xx/204/304. The copied Content-Length stands.
 		fasthttp.ReleaseResponse(up)
-		s.record(ctx, info, status, 0, false)
+		s.record(info, status, 0, false)
 		return
 	}
 	t, _ := s.p.bodies.Get().(*trackedBody)
 	if t == nil {
 		t = new(trackedBody)
 	}
-	*t = trackedBody{s: s, ctx: ctx, body: body, up: up, info: *info, status: status}
+	*t = trackedBody{s: s, body: body, up: up, info: *info, status: status}
 	if contentLength < 0 && http10 {
 		s.untilClose(ctx, t)
 		return
@@ -345,14 +343,12 @@ func (s *service) untilClose(ctx *fasthttp.RequestCtx, t *trackedBody) {
 // duration cover the whole body, and a backend dying midway is counted.
 type trackedBody struct {
 	s      *service
-	ctx    *fasthttp.RequestCtx
 	body   io.Reader
 	up     *fasthttp.Response
 	info   requestInfo
 	status int
 	n      int64
 	err    error
-	closed bool
 }
 
 func (t *trackedBody) Read(p []byte) (int, error) {
@@ -368,10 +364,6 @@ func (t *trackedBody) Read(p []byte) (int, error) {
 // nil) or failed; releasing up closes the backend stream, which pools the
 // connection only if the body was read to its end.
 func (t *trackedBody) CloseWithError(err error) error {
-	if t.closed {
-		return nil
-	}
-	t.closed = true
 	if err == nil {
 		err = t.err
 	}
@@ -381,7 +373,7 @@ func (t *trackedBody) CloseWithError(err error) error {
 		t.s.p.metrics.errorCounters[reasonResponseAborted].Inc()
 		t.s.p.log.Debug("slowpath: response aborted", "service", t.s.name, "backend", t.info.backend, "err", err)
 	}
-	t.s.record(t.ctx, &t.info, t.status, t.n, aborted)
+	t.s.record(&t.info, t.status, t.n, aborted)
 	// fasthttp drops its reference when it closes a body stream, so
 	// nothing calls t again once it is back in the pool.
 	p := t.s.p
@@ -430,7 +422,7 @@ func (s *service) fail(ctx *fasthttp.RequestCtx, r reason, info *requestInfo) {
 		ctx.SetConnectionClose()
 	}
 	s.p.metrics.errorCounters[r].Inc()
-	s.record(ctx, info, ri.status, int64(len(ri.body)), false)
+	s.record(info, ri.status, int64(len(ri.body)), false)
 }
 
 // redirect answers 308 to the https URL of the same host and path.
@@ -452,7 +444,7 @@ func (s *service) redirect(ctx *fasthttp.RequestCtx, host []byte, path string, i
 	ctx.SetStatusCode(fasthttp.StatusPermanentRedirect)
 	ctx.Response.Header.SetContentType("text/plain; charset=utf-8")
 	ctx.Response.SetBodyRaw(redirectBody)
-	s.record(ctx, info, fasthttp.StatusPermanentRedirect, int64(len(redirectBody)), false)
+	s.record(info, fasthttp.StatusPermanentRedirect, int64(len(redirectBody)), false)
 }
 
 var redirectBody = []byte("308 use https\n")
@@ -470,8 +462,8 @@ func (s *service) handleError(ctx *fasthttp.RequestCtx, err error) {
 	case errors.As(err, &ne) && ne.Timeout():
 		r = reasonClientTimeout
 	}
-	s.p.log.Debug("slowpath: bad request", "service", s.name, "client", remoteAddr(ctx), "err", err)
 	info := requestInfo{start: ctx.Time(), client: remoteAddr(ctx), log: s.logging()}
+	s.p.log.Debug("slowpath: bad request", "service", s.name, "client", info.client, "err", err)
 	if info.log {
 		info.method = string(ctx.Request.Header.Method())
 	}
@@ -479,7 +471,7 @@ func (s *service) handleError(ctx *fasthttp.RequestCtx, err error) {
 }
 
 // record counts a finished request and writes its access log line.
-func (s *service) record(ctx *fasthttp.RequestCtx, info *requestInfo, status int, n int64, aborted bool) {
+func (s *service) record(info *requestInfo, status int, n int64, aborted bool) {
 	var d time.Duration
 	if !info.start.IsZero() {
 		d = time.Since(info.start)

@@ -2,6 +2,7 @@ package slowpath
 
 import (
 	"bytes"
+	"iter"
 	"net/netip"
 
 	"github.com/valyala/fasthttp"
@@ -36,23 +37,33 @@ type header interface {
 func stripHopByHop(h header) {
 	// The tokens alias header memory: delete them all before any Set can
 	// reuse that memory, and before Connection itself goes.
-	for _, v := range h.PeekAll(fasthttp.HeaderConnection) {
-		for len(v) > 0 {
-			var tok []byte
-			if i := bytes.IndexByte(v, ','); i >= 0 {
-				tok, v = v[:i], v[i+1:]
-			} else {
-				tok, v = v, nil
-			}
-			tok = bytes.Trim(tok, " \t")
-			if len(tok) == 0 || protected(tok) {
-				continue
-			}
+	for tok := range connectionTokens(h.PeekAll(fasthttp.HeaderConnection)) {
+		if !protected(tok) {
 			h.DelBytes(tok)
 		}
 	}
 	for _, name := range hopByHop {
 		h.Del(name)
+	}
+}
+
+// connectionTokens yields the non-empty, trimmed tokens of Connection
+// header values (RFC 9110 §7.6.1: a comma-separated list).
+func connectionTokens(values [][]byte) iter.Seq[[]byte] {
+	return func(yield func([]byte) bool) {
+		for _, v := range values {
+			for len(v) > 0 {
+				var tok []byte
+				if i := bytes.IndexByte(v, ','); i >= 0 {
+					tok, v = v[:i], v[i+1:]
+				} else {
+					tok, v = v, nil
+				}
+				if tok = bytes.Trim(tok, " \t"); len(tok) > 0 && !yield(tok) {
+					return
+				}
+			}
+		}
 	}
 }
 

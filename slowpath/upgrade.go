@@ -37,30 +37,15 @@ func upgradeProtocol(h *fasthttp.RequestHeader) []byte {
 	proto := h.Peek(fasthttp.HeaderUpgrade)
 	// a request without Content-Length and Transfer-Encoding has no body:
 	// fasthttp says -2 for it, -1 for chunked
-	if cl := h.ContentLength(); len(proto) == 0 || cl > 0 || cl == -1 || !connectionHasToken(h.PeekAll(fasthttp.HeaderConnection), "upgrade") ||
-		bytes.HasPrefix(bytes.ToLower(proto), []byte("h2c")) {
+	if cl := h.ContentLength(); len(proto) == 0 || cl > 0 || cl == -1 || hasPrefixFold(proto, "h2c") {
 		return nil
 	}
-	return bytes.Clone(proto)
-}
-
-// connectionHasToken reports whether one of the Connection values lists
-// token (case-insensitive).
-func connectionHasToken(values [][]byte, token string) bool {
-	for _, v := range values {
-		for len(v) > 0 {
-			var tok []byte
-			if i := bytes.IndexByte(v, ','); i >= 0 {
-				tok, v = v[:i], v[i+1:]
-			} else {
-				tok, v = v, nil
-			}
-			if bytes.EqualFold(bytes.Trim(tok, " \t"), []byte(token)) {
-				return true
-			}
+	for tok := range connectionTokens(h.PeekAll(fasthttp.HeaderConnection)) {
+		if bytes.EqualFold(tok, []byte("upgrade")) {
+			return bytes.Clone(proto)
 		}
 	}
-	return false
+	return nil
 }
 
 // upgrade forwards an upgrade request (already rewritten for the backend)
@@ -119,13 +104,13 @@ func (s *service) upgrade(ctx *fasthttp.RequestCtx, backends []netip.AddrPort, i
 			return
 		}
 		resp.SetBodyRaw(body)
-		s.record(ctx, info, status, int64(n), false)
+		s.record(info, status, int64(n), false)
 		return
 	}
 	resp.Header.Set(fasthttp.HeaderConnection, "Upgrade")
 	resp.Header.SetBytesV(fasthttp.HeaderUpgrade, answer.Peek(fasthttp.HeaderUpgrade))
 	_ = up.SetDeadline(time.Time{})
-	s.record(ctx, info, status, 0, false)
+	s.record(info, status, 0, false)
 	t := s.p.tunnels.add(up)
 	if t == nil { // shutting down
 		_ = up.Close()
@@ -206,9 +191,12 @@ func (ts *tunnels) close() {
 }
 
 // run copies both ways until either side closes, both directions stay
-// silent for idle (nginx's proxy_read_timeout) or a write waits that long
-// (a peer that stopped reading), then closes both. client is the hijacked
-// connection; backend bytes already buffered in br go first.
+// silent for idle (nginx's proxy_read_timeout), or a write waits that long
+// (a peer that stopped reading): both connections are idleConns, whose
+// reads and writes time out after idle (fasthttp cleared the client's
+// deadlines before the hijack), and a read that timed out is retried
+// while the other direction is busy. client is the hijacked connection;
+// backend bytes already buffered in br go first.
 func (t *tunnel) run(client net.Conn, br *bufio.Reader, idle time.Duration) {
 	t.mu.Lock()
 	t.client = client
@@ -219,11 +207,11 @@ func (t *tunnel) run(client net.Conn, br *bufio.Reader, idle time.Duration) {
 	}
 	done := make(chan struct{})
 	go func() {
-		_, _ = io.Copy(deadlineWriter{t: t, c: t.backend, idle: idle}, idleReader{t: t, r: client, c: client, idle: idle})
+		_, _ = io.Copy(t.backend, activeReader{t: t, r: client, idle: idle})
 		t.close()
 		close(done)
 	}()
-	_, _ = io.Copy(deadlineWriter{t: t, c: client, idle: idle}, idleReader{t: t, r: br, c: t.backend, idle: idle})
+	_, _ = io.Copy(client, activeReader{t: t, r: br, idle: idle})
 	t.close()
 	<-done
 }
@@ -231,8 +219,7 @@ func (t *tunnel) run(client net.Conn, br *bufio.Reader, idle time.Duration) {
 // close ends both directions. The backend connection is closed; the
 // client's cannot be (fasthttp closes a hijacked connection only when the
 // hijack handler returns), so its pending read and write are cut short by
-// a deadline in the past, which idleReader does not move once closed is
-// set.
+// a deadline in the past.
 func (t *tunnel) close() {
 	if t.closed.Swap(true) {
 		return
@@ -245,40 +232,18 @@ func (t *tunnel) close() {
 	t.mu.Unlock()
 }
 
-// deadlineWriter gives each write to c idle to complete, none once the
+// activeReader reads one direction of a tunnel and records when bytes
+// moved; a read that timed out (its idleConn's idle bound) is retried as
+// long as the other direction moved bytes within idle, and not once the
 // tunnel is closed.
-type deadlineWriter struct {
-	t    *tunnel
-	c    net.Conn
-	idle time.Duration
-}
-
-func (w deadlineWriter) Write(p []byte) (int, error) {
-	// deadline first, then the check, as in idleReader
-	_ = w.c.SetWriteDeadline(time.Now().Add(w.idle))
-	if w.t.closed.Load() {
-		return 0, net.ErrClosed
-	}
-	return w.c.Write(p)
-}
-
-// idleReader reads r, whose bytes come from c, and ends with a timeout once
-// the whole tunnel has been silent for idle, or at once when it is closed.
-type idleReader struct {
+type activeReader struct {
 	t    *tunnel
 	r    io.Reader
-	c    net.Conn
 	idle time.Duration
 }
 
-func (r idleReader) Read(p []byte) (int, error) {
+func (r activeReader) Read(p []byte) (int, error) {
 	for {
-		// deadline first, then the check: a close after the check moves
-		// the deadline to the past after this one
-		_ = r.c.SetReadDeadline(time.Now().Add(r.idle))
-		if r.t.closed.Load() {
-			return 0, io.EOF
-		}
 		n, err := r.r.Read(p)
 		now := time.Now()
 		if n > 0 {
