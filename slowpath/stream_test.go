@@ -233,7 +233,9 @@ func (s *syncBuffer) String() string {
 
 func TestShutdownWaitsForRequest(t *testing.T) {
 	release := make(chan struct{})
+	arrived := make(chan struct{}, 1)
 	be := startBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		arrived <- struct{}{}
 		<-release
 		_, _ = io.WriteString(w, "done")
 	})
@@ -259,14 +261,27 @@ func TestShutdownWaitsForRequest(t *testing.T) {
 		resp.Body.Close()
 		got <- string(b)
 	}()
-	time.Sleep(200 * time.Millisecond) // the request is at the backend
+	select {
+	case <-arrived: // the request is at the backend
+	case <-time.After(5 * time.Second):
+		t.Fatal("the request never reached the backend")
+	}
 	shut := make(chan error, 1)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		shut <- p.Shutdown(ctx)
 	}()
-	time.Sleep(100 * time.Millisecond)
+	// Serve returns once Shutdown has closed the listener; the request
+	// is still waiting at the backend.
+	select {
+	case err := <-served:
+		if err != nil {
+			t.Error(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Serve did not return after Shutdown")
+	}
 	close(release)
 	select {
 	case b := <-got:
@@ -276,15 +291,13 @@ func TestShutdownWaitsForRequest(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("request did not finish")
 	}
-	for _, ch := range []chan error{shut, served} {
-		select {
-		case err := <-ch:
-			if err != nil {
-				t.Error(err)
-			}
-		case <-time.After(5 * time.Second):
-			t.Fatal("shutdown did not finish")
+	select {
+	case err := <-shut:
+		if err != nil {
+			t.Error(err)
 		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("shutdown did not finish")
 	}
 	if err := p.Serve(ln, Listener{Service: vip}); err != ErrShutdown {
 		t.Errorf("Serve after Shutdown: %v", err)

@@ -59,6 +59,7 @@ func TestIdleTimeoutsNotWholeRequest(t *testing.T) {
 		// header timeout).
 		const chunk = 16 << 10
 		pr, pw := io.Pipe()
+		defer pr.Close() // ends the writer if the request fails
 		go func() {
 			for range chunks {
 				pw.Write([]byte(strings.Repeat("u", chunk)))

@@ -91,7 +91,10 @@ func TestTLSListener(t *testing.T) {
 	if resp.StatusCode != 200 || string(body) != "a GET /secure" {
 		t.Fatalf("%d %q", resp.StatusCode, body)
 	}
-	if resp.ProtoMajor != 1 || resp.TLS == nil || resp.TLS.NegotiatedProtocol != "http/1.1" {
+	if resp.TLS == nil {
+		t.Fatalf("proto %s without TLS state", resp.Proto)
+	}
+	if resp.ProtoMajor != 1 || resp.TLS.NegotiatedProtocol != "http/1.1" {
 		t.Errorf("proto %s, ALPN %q", resp.Proto, resp.TLS.NegotiatedProtocol)
 	}
 	if v := be.lastRequest().Header.Get("X-Forwarded-Proto"); v != "https" {
