@@ -40,6 +40,7 @@ type spSeg struct {
 	flags          tcpFlags
 	window         uint16
 	opts           []byte // TCP options, a multiple of 4 bytes
+	ipOpts         []byte // IP options, a multiple of 4 bytes
 	payload        []byte
 }
 
@@ -47,15 +48,20 @@ func (s spSeg) frame() []byte {
 	if len(s.opts)%4 != 0 || len(s.opts) > 40 {
 		panic(fmt.Sprintf("TCP options of %d bytes", len(s.opts)))
 	}
+	if len(s.ipOpts)%4 != 0 || len(s.ipOpts) > 40 {
+		panic(fmt.Sprintf("IP options of %d bytes", len(s.ipOpts)))
+	}
+	ipLen := 20 + len(s.ipOpts)
 	tcpLen := 20 + len(s.opts) + len(s.payload)
-	b := make([]byte, ethHlen+20+tcpLen)
+	b := make([]byte, ethHlen+ipLen+tcpLen)
 	copy(b[0:6], s.dstMAC)
 	copy(b[6:12], s.srcMAC)
 	binary.BigEndian.PutUint16(b[12:14], 0x0800)
-	ip := b[ethHlen : ethHlen+20]
-	ip[0] = 0x45
+	ip := b[ethHlen : ethHlen+ipLen]
+	ip[0] = 0x40 | byte(ipLen/4)
 	ip[1] = s.tos
-	binary.BigEndian.PutUint16(ip[2:], uint16(20+tcpLen))
+	copy(ip[20:], s.ipOpts)
+	binary.BigEndian.PutUint16(ip[2:], uint16(ipLen+tcpLen))
 	binary.BigEndian.PutUint16(ip[4:], s.id)
 	if s.df {
 		ip[6] = 0x40
@@ -66,7 +72,7 @@ func (s spSeg) frame() []byte {
 	copy(ip[12:16], src[:])
 	copy(ip[16:20], dst[:])
 	binary.BigEndian.PutUint16(ip[10:], ^fold(sum16(ip, 0)))
-	tcp := b[ethHlen+20:]
+	tcp := b[ethHlen+ipLen:]
 	binary.BigEndian.PutUint16(tcp[0:], s.src.Port())
 	binary.BigEndian.PutUint16(tcp[2:], s.dst.Port())
 	binary.BigEndian.PutUint32(tcp[4:], s.seq)

@@ -1344,11 +1344,13 @@ func TestHTTPSACKBlocks(t *testing.T) {
 		opts   []byte // with zero edges, filled in below
 		at     int    // where the first edge sits
 		blocks int
+		ipOpts []byte // the translation must find TCP after them
 	}{
-		{"one-block-linux-layout", true, []byte{1, 1, 5, 10, 0, 0, 0, 0, 0, 0, 0, 0}, 4, 1},
-		{"three-blocks", true, append([]byte{1, 1, 5, 26}, make([]byte, 24)...), 4, 3},
-		{"unaligned", true, []byte{1, 5, 10, 0, 0, 0, 0, 0, 0, 0, 0, 1}, 3, 1},
-		{"no-sack-negotiated", false, []byte{1, 1, 5, 10, 0, 0, 0, 0, 0, 0, 0, 0}, 4, 1},
+		{"one-block-linux-layout", true, []byte{1, 1, 5, 10, 0, 0, 0, 0, 0, 0, 0, 0}, 4, 1, nil},
+		{"three-blocks", true, append([]byte{1, 1, 5, 26}, make([]byte, 24)...), 4, 3, nil},
+		{"unaligned", true, []byte{1, 5, 10, 0, 0, 0, 0, 0, 0, 0, 0, 1}, 3, 1, nil},
+		{"no-sack-negotiated", false, []byte{1, 1, 5, 10, 0, 0, 0, 0, 0, 0, 0, 0}, 4, 1, nil},
+		{"ip-options", true, []byte{1, 1, 5, 10, 0, 0, 0, 0, 0, 0, 0, 0}, 4, 1, []byte{1, 1, 1, 0}},
 	}
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -1370,6 +1372,7 @@ func TestHTTPSACKBlocks(t *testing.T) {
 			cseq := c.isn + 1 + uint32(len(req))
 			in := c.fromClient(tcpFlags{ACK: true}, cseq, c.cookie+1, nil)
 			in.opts = edges(tc.opts, tc.at, lb...)
+			in.ipOpts = tc.ipOpts
 			want := toBackendOut(in, beA, c.bisn+1)
 			if tc.sack {
 				want.opts = edges(tc.opts, tc.at, be...)

@@ -96,15 +96,22 @@ static __always_inline __u32 payload_offset(const struct packet *pkt)
 	return (void *)pkt->tcp + pkt->tcp->doff * 4 - pkt->data;
 }
 
-/* Re-reads the headers after the frame was rewritten with write_frame. */
-static __always_inline int reparse(struct xdp_md *ctx, struct packet *pkt)
+/* Re-reads the headers after a call that invalidated the packet pointers
+ * (write_frame, a global function), the TCP header l4_off bytes into the
+ * frame: after the Ethernet and IP headers, IP options included. */
+static __always_inline int reparse(struct xdp_md *ctx, struct packet *pkt, __u32 l4_off)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	struct ethhdr *eth = data;
 	struct iphdr *ip = (void *)(eth + 1);
-	struct tcphdr *tcp = (void *)(ip + 1);
+	struct tcphdr *tcp;
 
+	if ((void *)(ip + 1) > data_end)
+		return -1;
+	if (l4_off < sizeof(*eth) + sizeof(*ip) || l4_off > sizeof(*eth) + 60)
+		return -1;
+	tcp = data + l4_off;
 	if ((void *)(tcp + 1) > data_end)
 		return -1;
 	pkt->data = data;
@@ -148,7 +155,8 @@ static __always_inline int write_backend_syn(struct xdp_md *ctx, struct packet *
 	out.tcp.window = bpf_htons(window > 65535 ? 65535 : window);
 	syn_frame_options(&out, f->mss, f->sack, f->client_wscale);
 	syn_frame_checksums(&out);
-	if (write_frame(ctx, &out, sizeof(out) - FRAME_PAD, sizeof(out) - FRAME_PAD) || reparse(ctx, pkt))
+	if (write_frame(ctx, &out, sizeof(out) - FRAME_PAD, sizeof(out) - FRAME_PAD) ||
+	    reparse(ctx, pkt, sizeof(out.eth) + sizeof(out.ip)))
 		return -1;
 	return 0;
 }
@@ -685,7 +693,9 @@ static __always_inline int http_to_backend(struct xdp_md *ctx, struct packet *pk
 	if (tcp->ack)
 		seq_add(&tcp->ack_seq, -f->seq_delta, &tcp->check);
 	if (f->sack && tcp->doff > 5) {
-		if (sack_translate(ctx, (void *)tcp - pkt->data, -f->seq_delta) || reparse(ctx, pkt))
+		__u32 l4_off = (void *)tcp - pkt->data;
+
+		if (sack_translate(ctx, l4_off, -f->seq_delta) || reparse(ctx, pkt, l4_off))
 			return XDP_DROP;
 	}
 	if (nat_destination(pkt, f->nat_addr, f->nat_port))
