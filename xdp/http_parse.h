@@ -27,8 +27,6 @@
  * ones go to the slow path (first request) or are reset (later ones). */
 #define HTTP_BODY_MAX (1ULL << 30)
 
-
-
 enum http_parse_state {
 	HP_METHOD,
 	HP_TARGET,
@@ -59,8 +57,6 @@ enum http_field {
 	HF_UPGRADE = 1 << 3,
 	HF_ALL = HF_HOST | HF_CONTENT_LENGTH | HF_TRANSFER_ENCODING | HF_UPGRADE,
 };
-
-
 
 /* The parser's state lives in the per-CPU map value, not on the stack:
  * values read from a map are unknown to the verifier, so it checks the

@@ -13,8 +13,6 @@
 #include "constants.h"
 #include "csum.h"
 
-#define SACK_OPTIONS_MAX 40
-
 /* The options before and after translation. 64 bytes each so that a byte
  * index masked with 63 is inside both, whatever the verifier knows. */
 struct sack_scratch {
@@ -39,7 +37,7 @@ __attribute__((noinline)) int sack_translate(struct xdp_md *ctx, __u32 tcp_off, 
 {
 	struct sack_scratch *s;
 	__u32 zero = 0, len, n;
-	__u8 doff, i = 0;
+	__u8 doff, i = 0, found = 0;
 	__u16 check;
 	__s64 diff;
 
@@ -51,7 +49,7 @@ __attribute__((noinline)) int sack_translate(struct xdp_md *ctx, __u32 tcp_off, 
 	if (len <= 20)
 		return 0;
 	len -= 20;
-	if (len > SACK_OPTIONS_MAX)
+	if (len > TCP_MAX_OPTIONS)
 		return -1;
 	s = bpf_map_lookup_elem(&sack_scratch, &zero);
 	if (!s)
@@ -60,7 +58,7 @@ __attribute__((noinline)) int sack_translate(struct xdp_md *ctx, __u32 tcp_off, 
 		return -1;
 	__builtin_memcpy(s->new, s->old, sizeof(s->new));
 
-	for (n = 0; n < SACK_OPTIONS_MAX; n++) {
+	for (n = 0; n < TCP_MAX_OPTIONS; n++) {
 		__u8 kind, olen;
 
 		if (i >= len)
@@ -77,6 +75,7 @@ __attribute__((noinline)) int sack_translate(struct xdp_md *ctx, __u32 tcp_off, 
 			break;
 		if (kind == TCPOPT_SACK && olen >= 10 && (olen - 2) % 8 == 0) {
 			/* up to 4 blocks of two 32-bit edges, big-endian */
+			found = 1;
 			for (__u32 e = 0; e < 8; e++) {
 				__u32 at = i + 2 + e * 4, v;
 
@@ -93,6 +92,8 @@ __attribute__((noinline)) int sack_translate(struct xdp_md *ctx, __u32 tcp_off, 
 		}
 		i += olen;
 	}
+	if (!found)
+		return 0;
 
 	/* Options start 20 bytes into the TCP header and are a multiple of 4
 	 * long, so their sum difference applies to the checksum as is. */

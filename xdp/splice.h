@@ -96,6 +96,14 @@ static __always_inline __u32 payload_offset(const struct packet *pkt)
 	return (void *)pkt->tcp + pkt->tcp->doff * 4 - pkt->data;
 }
 
+/* Where the request s describes, which began at sequence number seq, ends
+ * (the next one begins there), and how what follows is read. */
+static __always_inline void frame_request(struct flow *f, __u32 seq, const struct http_scratch *s)
+{
+	f->req_next = seq + s->p.hdr_end + (__u32)s->p.clen;
+	f->framing = s->p.upgrade ? FRAMING_UPGRADE : FRAMING_HTTP;
+}
+
 /* Re-reads the headers after a call that invalidated the packet pointers
  * (write_frame, a global function), the TCP header l4_off bytes into the
  * frame: after the Ethernet and IP headers, IP options included. */
@@ -271,7 +279,6 @@ static __always_inline struct route *find_route(struct http_scratch *s)
 	return bpf_map_lookup_elem(&routes, &s->key);
 }
 
-
 /* Whether the kernel has a connection (not a listener) for the segment's
  * tuple. Asked only off the hot paths: for SYNs, and for segments with no
  * flow that complete no cookie handshake (kernel_segment). */
@@ -329,7 +336,6 @@ static __always_inline int kernel_segment(struct xdp_md *ctx, struct packet *pkt
 	count(svc->id, COUNTER_PASS_LOCAL_SOCKET, 1);
 	return XDP_PASS;
 }
-
 
 /* A client segment with no flow: the handshake's ACK, or the first request. */
 static __always_inline int http_first_segment(struct xdp_md *ctx, struct packet *pkt,
@@ -405,8 +411,7 @@ static __always_inline int http_first_segment(struct xdp_md *ctx, struct packet 
 	f.splice = SPLICE_SYN_SENT;
 	f.stash_pending = 1;
 	f.stash_len = len;
-	f.req_next = isn + 1 + s->p.hdr_end + (__u32)s->p.clen;
-	f.framing = s->p.upgrade ? FRAMING_UPGRADE : FRAMING_HTTP;
+	frame_request(&f, isn + 1, s);
 	f.last_seen_ns = bpf_ktime_get_coarse_ns();
 	record_reverse(&pkt->key, &f);
 	bpf_map_update_elem(&flows, &pkt->key, &f, BPF_ANY);
@@ -431,7 +436,6 @@ static __always_inline void seq_add(__be32 *field, __u32 delta, __u16 *check)
 	*check = csum_replace4(*check, old, *field);
 }
 
-
 static __always_inline void drop_splice(struct packet *pkt, struct flow *f)
 {
 	struct flow_key peer;
@@ -445,7 +449,9 @@ static __always_inline void drop_splice(struct packet *pkt, struct flow *f)
 	bpf_map_delete_elem(&flows, &pkt->key);
 }
 
-struct rst_frame {
+/* A frame the LB writes: Ethernet, IP and TCP headers without options,
+ * after FRAME_PAD bytes that write_frame skips. */
+struct tcp_frame {
 	__u8 pad[FRAME_PAD];
 	struct ethhdr eth;
 	struct iphdr ip;
@@ -458,7 +464,7 @@ struct rst_frame {
 static __always_inline int reset_back(struct xdp_md *ctx, const struct packet *pkt, __be32 saddr,
 				      __be16 sport, __be32 daddr, __be16 dport, __u32 seq)
 {
-	struct rst_frame out = {};
+	struct tcp_frame out = {};
 
 	__builtin_memcpy(out.eth.h_dest, pkt->eth->h_source, ETH_ALEN);
 	__builtin_memcpy(out.eth.h_source, pkt->eth->h_dest, ETH_ALEN);
@@ -597,8 +603,7 @@ static __always_inline int http_later_request(struct xdp_md *ctx, struct packet 
 	f->client_window = bpf_ntohs(tcp->window);
 	f->stash_pending = 1;
 	f->stash_len = len;
-	f->req_next = bpf_ntohl(tcp->seq) + s->p.hdr_end + (__u32)s->p.clen;
-	f->framing = s->p.upgrade ? FRAMING_UPGRADE : FRAMING_HTTP;
+	frame_request(f, bpf_ntohl(tcp->seq), s);
 	f->refusals = 0;
 
 	record_reverse(&pkt->key, f);
@@ -610,8 +615,7 @@ static __always_inline int http_later_request(struct xdp_md *ctx, struct packet 
 	return 1;
 
 same_pool:
-	f->req_next = bpf_ntohl(tcp->seq) + s->p.hdr_end + (__u32)s->p.clen;
-	f->framing = s->p.upgrade ? FRAMING_UPGRADE : FRAMING_HTTP;
+	frame_request(f, bpf_ntohl(tcp->seq), s);
 	return 0;
 
 reset:
@@ -712,12 +716,7 @@ static __always_inline int http_backend_synack(struct xdp_md *ctx, struct packet
 	struct flow_key client_key = {};
 	struct flow *cf;
 	struct stash *st;
-	struct {
-		__u8 pad[FRAME_PAD];
-		struct ethhdr eth;
-		struct iphdr ip;
-		struct tcphdr tcp;
-	} out = {};
+	struct tcp_frame out = {};
 	__u32 s = bpf_ntohl(tcp->seq), len;
 
 	parse_syn_options(ctx, pkt, &o);

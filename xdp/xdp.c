@@ -249,8 +249,6 @@ static __always_inline void record_reverse(const struct flow_key *key, const str
 	bpf_map_update_elem(&flows, &reverse, &back, BPF_ANY);
 }
 
-/* FIN and RST end a connection: mark both entries so the Go GC can remove
- * them after the short closed timeout rather than the idle one. */
 /* Moves f to FLOW_CLOSING on a FIN and to FLOW_CLOSED on an RST, never
  * back; returns the state it moved to, FLOW_OPEN (0) when it did not. */
 static __always_inline __u8 raise_state(const struct packet *pkt, struct flow *f)
@@ -267,6 +265,8 @@ static __always_inline __u8 raise_state(const struct packet *pkt, struct flow *f
 	return state;
 }
 
+/* FIN and RST end a connection: mark both entries so the Go GC can remove
+ * them after the short closed timeout rather than the idle one. */
 static __always_inline void track_teardown(struct packet *pkt, struct flow *f)
 {
 	struct flow_key peer;
@@ -321,10 +321,7 @@ static __always_inline const struct backend *new_flow(struct packet *pkt, const 
 	f->direction = FLOW_TO_BACKEND;
 	/* a flow first seen through its FIN or RST is already ending */
 	f->state = FLOW_OPEN;
-	if (pkt->tcp && pkt->tcp->rst)
-		f->state = FLOW_CLOSED;
-	else if (pkt->tcp && pkt->tcp->fin)
-		f->state = FLOW_CLOSING;
+	raise_state(pkt, f);
 	f->service_id = svc->id;
 	f->backend_id = *backend_id;
 	f->last_seen_ns = bpf_ktime_get_coarse_ns();
@@ -594,7 +591,6 @@ int rauta_xdp(struct xdp_md *ctx)
 			return to_http_service(ctx, &pkt, svc, f);
 		return to_service(ctx, &pkt, svc);
 	}
-
 
 	count(0, COUNTER_PASS_NOT_SERVICE, 1);
 	return XDP_PASS;

@@ -37,6 +37,8 @@
 #define TCPOPT_WINDOW 3
 #define TCPOPT_SACK_PERM 4
 #define TCPOPT_SACK 5
+/* The most option bytes a TCP header carries (doff 15). */
+#define TCP_MAX_OPTIONS 40
 
 #define IP_MF 0x2000
 #define IP_OFFSET 0x1fff

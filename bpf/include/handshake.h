@@ -17,8 +17,6 @@
 #include "parse.h"
 #include "syncookie.h"
 
-#define TCP_MAX_OPTIONS 40
-
 #define IP_DF 0x4000
 
 /* Options are copied into a map value a little over 256 bytes: any byte-sized index (plus the
