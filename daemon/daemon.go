@@ -21,6 +21,7 @@ import (
 	"github.com/rauta-lb/rauta/flowcache"
 	"github.com/rauta-lb/rauta/loader"
 	"github.com/rauta-lb/rauta/metrics"
+	"github.com/rauta-lb/rauta/xdp"
 )
 
 // Options configure Run.
@@ -105,7 +106,7 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 	d.flows = flowcache.New(d.loader.Objects().Flows)
-	d.stashes = flowcache.NewStashGC(d.loader.Objects().Stash, d.loader.Objects().Flows)
+	d.stashes = flowcache.NewStashGC(d.loader.Objects().Stash)
 	d.setTimeouts(cfg)
 	d.log.Info("rauta running", "services", len(cfg.Services), "pools", len(cfg.Pools),
 		"interfaces", cfg.Interfaces, "pins", cfg.BPFFS)
@@ -242,16 +243,25 @@ func (d *Daemon) setTimeouts(cfg *config.Config) {
 }
 
 func (d *Daemon) collectFlows() {
-	stats, err := d.flows.Collect(*d.timeouts.Load())
-	if err != nil {
-		d.log.Warn("flow GC", "error", err)
+	// One walk of the flow table serves both: the stash GC learns which
+	// connections still have a flow from the flow GC's walk.
+	var (
+		stats   flowcache.GCStats
+		flowErr error
+	)
+	n, err := d.stashes.Collect(func(live func(xdp.FlowKey)) error {
+		stats, flowErr = d.flows.Collect(*d.timeouts.Load(), live)
+		return flowErr
+	})
+	if flowErr != nil {
+		d.log.Warn("flow GC", "error", flowErr)
 		return
 	}
 	d.liveFlows.Store(int64(stats.Live))
 	if stats.Removed > 0 {
 		d.log.Debug("flow GC", "removed", stats.Removed, "live", stats.Live)
 	}
-	if n, err := d.stashes.Collect(); err != nil {
+	if err != nil {
 		d.log.Warn("stash GC", "error", err)
 	} else if n > 0 {
 		d.log.Debug("stash GC: requests of vanished connections removed", "removed", n)

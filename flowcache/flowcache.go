@@ -106,8 +106,10 @@ type GCStats struct {
 	Removed int
 }
 
-// Collect removes entries idle for longer than their timeout allows.
-func (t *Table) Collect(timeouts Timeouts) (GCStats, error) {
+// Collect removes entries idle for longer than their timeout allows. If
+// live is not nil, it is called with the key of every entry kept, so that
+// others (StashGC) learn which connections are alive from this one walk.
+func (t *Table) Collect(timeouts Timeouts, live func(xdp.FlowKey)) (GCStats, error) {
 	var (
 		expired []xdp.FlowKey
 		stats   GCStats
@@ -119,6 +121,9 @@ func (t *Table) Collect(timeouts Timeouts) (GCStats, error) {
 			return
 		}
 		stats.Live++
+		if live != nil {
+			live(k)
+		}
 	})
 	if err != nil {
 		return stats, err

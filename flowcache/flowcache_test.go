@@ -70,7 +70,7 @@ func TestCollectRemovesIdleAndClosedFlows(t *testing.T) {
 	}
 
 	table := &Table{flows: m, now: func() time.Duration { return now }}
-	stats, err := table.Collect(timeouts)
+	stats, err := table.Collect(timeouts, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,7 +152,7 @@ func TestCollectAcrossBatches(t *testing.T) {
 		}
 	}
 	table := &Table{flows: m, now: func() time.Duration { return now }}
-	stats, err := table.Collect(Timeouts{TCPIdle: time.Minute, UDPIdle: time.Minute, Closed: time.Minute})
+	stats, err := table.Collect(Timeouts{TCPIdle: time.Minute, UDPIdle: time.Minute, Closed: time.Minute}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,11 +195,16 @@ func TestStashGCRemovesLeftoversOnly(t *testing.T) {
 	if err := flows.Put(live, xdp.Flow{Direction: xdp.ToBackend}); err != nil {
 		t.Fatal(err)
 	}
-	g := NewStashGC(stash, flows)
-	if n, err := g.Collect(); err != nil || n != 0 {
+	table := &Table{flows: flows, now: func() time.Duration { return 0 }}
+	walk := func(live func(xdp.FlowKey)) error {
+		_, err := table.Collect(DefaultTimeouts, live)
+		return err
+	}
+	g := NewStashGC(stash)
+	if n, err := g.Collect(walk); err != nil || n != 0 {
 		t.Fatalf("first collection removed %d (%v), want 0: a stash may precede its flow", n, err)
 	}
-	if n, err := g.Collect(); err != nil || n != 1 {
+	if n, err := g.Collect(walk); err != nil || n != 1 {
 		t.Fatalf("second collection removed %d (%v), want the leftover", n, err)
 	}
 	if err := stash.Lookup(gone, value); !errors.Is(err, ebpf.ErrKeyNotExist) {
@@ -207,5 +212,55 @@ func TestStashGCRemovesLeftoversOnly(t *testing.T) {
 	}
 	if err := stash.Lookup(live, value); err != nil {
 		t.Errorf("the live connection's stash was removed: %v", err)
+	}
+}
+
+// TestStashGCFollowsTheFlowWalk: a stash whose flow the same walk expires
+// counts as flowless, and a failed walk deletes nothing.
+func TestStashGCFollowsTheFlowWalk(t *testing.T) {
+	flows := newFlowMap(t)
+	spec, err := xdp.Spec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ss := spec.Maps["stash"].Copy()
+	ss.MaxEntries = 16
+	stash, err := ebpf.NewMap(ss)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stash.Close()
+	idle := key(6, "10.0.2.2:40002", "10.0.0.100:80")
+	value := make([]byte, stash.ValueSize())
+	if err := stash.Put(idle, value); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Hour
+	if err := flows.Put(idle, xdp.Flow{Direction: xdp.ToBackend, LastSeenNs: uint64(now - 2*DefaultTimeouts.TCPIdle)}); err != nil {
+		t.Fatal(err)
+	}
+	table := &Table{flows: flows, now: func() time.Duration { return now }}
+	walk := func(live func(xdp.FlowKey)) error {
+		_, err := table.Collect(DefaultTimeouts, live)
+		return err
+	}
+	failed := errors.New("walk failed")
+	fail := func(func(xdp.FlowKey)) error { return failed }
+
+	g := NewStashGC(stash)
+	if n, err := g.Collect(walk); err != nil || n != 0 {
+		t.Fatalf("first collection removed %d (%v), want 0", n, err)
+	}
+	if n, err := g.Collect(fail); !errors.Is(err, failed) || n != 0 {
+		t.Fatalf("collection over a failed walk removed %d (%v), want 0 and the walk's error", n, err)
+	}
+	if err := stash.Lookup(idle, value); err != nil {
+		t.Fatalf("stash removed over a failed walk: %v", err)
+	}
+	if n, err := g.Collect(walk); err != nil || n != 1 {
+		t.Fatalf("collection after the flow expired removed %d (%v), want 1", n, err)
+	}
+	if err := stash.Lookup(idle, value); !errors.Is(err, ebpf.ErrKeyNotExist) {
+		t.Errorf("stash of the expired flow still there: %v", err)
 	}
 }

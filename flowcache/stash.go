@@ -20,49 +20,75 @@ import (
 // without a flow is only taken for a leftover when it is still one on the
 // next collection.
 type StashGC struct {
-	stash, flows *ebpf.Map
-	suspects     map[xdp.FlowKey]bool
+	stash    *ebpf.Map
+	suspects map[xdp.FlowKey]bool
 }
 
-// NewStashGC collects the stash map against the flow map of the same
-// program.
-func NewStashGC(stash, flows *ebpf.Map) *StashGC {
-	return &StashGC{stash: stash, flows: flows, suspects: map[xdp.FlowKey]bool{}}
+// NewStashGC collects the stash map of a program. Whether a connection
+// still has a flow is learnt from the flow table's own collection (see
+// Collect), so the flow map is not read again.
+func NewStashGC(stash *ebpf.Map) *StashGC {
+	return &StashGC{stash: stash, suspects: map[xdp.FlowKey]bool{}}
 }
 
 // Collect deletes the stashes that had no flow on the previous call and
 // still have none, and returns how many it deleted.
-func (g *StashGC) Collect() (int, error) {
-	var keys []xdp.FlowKey
-	var k xdp.FlowKey
-	iter := g.stash.Iterate()
-	value := make([]byte, g.stash.ValueSize())
-	for iter.Next(&k, &value) {
-		keys = append(keys, k)
+//
+// walkFlows walks the flow table once (normally Table.Collect) and calls
+// live with the key of every flow it keeps. Collect reads the stash's keys
+// first, so live only looks keys up in that small set. walkFlows runs even
+// when the stash cannot be read; if it fails, nothing is deleted and its
+// error is returned as is.
+func (g *StashGC) Collect(walkFlows func(live func(xdp.FlowKey)) error) (int, error) {
+	flowless, err := g.keys()
+	if err != nil {
+		if werr := walkFlows(nil); werr != nil {
+			return 0, werr
+		}
+		return 0, err
 	}
-	if err := iter.Err(); err != nil {
-		return 0, fmt.Errorf("walk stash: %w", err)
+	if err := walkFlows(func(k xdp.FlowKey) { delete(flowless, k) }); err != nil {
+		return 0, err
 	}
-	orphans := map[xdp.FlowKey]bool{}
 	removed := 0
-	var f xdp.Flow
-	for _, k := range keys {
-		err := g.flows.Lookup(k, &f)
-		switch {
-		case err == nil:
-			continue
-		case !errors.Is(err, ebpf.ErrKeyNotExist):
-			return removed, fmt.Errorf("look up flow of stash: %w", err)
-		case !g.suspects[k]:
-			orphans[k] = true
+	for k := range flowless {
+		if !g.suspects[k] {
 			continue
 		}
+		delete(flowless, k)
 		if err := g.stash.Delete(k); err == nil {
 			removed++
 		} else if !errors.Is(err, ebpf.ErrKeyNotExist) {
 			return removed, fmt.Errorf("delete stash: %w", err)
 		}
 	}
-	g.suspects = orphans
+	g.suspects = flowless
 	return removed, nil
+}
+
+// keys returns the set of the stash's keys, walked with NextKey so that
+// no 1.5 KB value is copied out.
+func (g *StashGC) keys() (map[xdp.FlowKey]bool, error) {
+	keys := map[xdp.FlowKey]bool{}
+	var (
+		k    xdp.FlowKey
+		prev any // nil: the first key
+	)
+	// A key XDP deletes under the walk makes NextKey start over: bound
+	// the walk like ebpf.MapIterator does; the set drops the repeats.
+	for range g.stash.MaxEntries() + 1 {
+		err := g.stash.NextKey(prev, &k)
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return keys, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("walk stash: %w", err)
+		}
+		keys[k] = true
+		cur := k
+		prev = &cur
+	}
+	// Restarted too often: collect what was seen, the rest on the next
+	// pass.
+	return keys, nil
 }

@@ -32,8 +32,9 @@ type Service struct {
 	Routes []Route
 	// SlowpathOnly (HTTP services) keeps XDP from routing any request of
 	// the service: it still answers the handshake with SYN cookies, then
-	// hands every connection to the slow path. Apply also sets it by
-	// itself when a route cannot be expressed in XDP (see Unroutable).
+	// hands every connection to the slow path. Apply also programs a
+	// service so, leaving this field as it is, when one of its routes
+	// cannot be expressed in XDP (see serviceRoutes).
 	SlowpathOnly bool
 }
 
@@ -50,9 +51,18 @@ type Route struct {
 // ErrUnroutable is returned for a route XDP cannot match on raw bytes.
 var ErrUnroutable = errors.New("route cannot be matched in XDP")
 
-// Unroutable returns why XDP cannot route the HTTP service svc (an error
-// wrapping ErrUnroutable), or nil when it can: a wildcard host, a host or
-// path longer than the route key holds, a method without a bit.
+// xdpRoute is a route as the routes map holds it. The key's service id is
+// left zero: Apply knows it only once the service is written.
+type xdpRoute struct {
+	key     xdp.RouteKey
+	methods uint32
+	route   Route
+}
+
+// serviceRoutes returns the routes map entries of the HTTP service svc, or
+// why XDP cannot route it (an error wrapping ErrUnroutable): a wildcard
+// host, a host or path longer than the route key holds, a method without a
+// bit.
 //
 // Such a service is programmed slow-path only (ServiceSlowpath) rather than
 // rejected, and none of its routes is written: XDP routing the requests its
@@ -62,35 +72,24 @@ var ErrUnroutable = errors.New("route cannot be matched in XDP")
 // Connections XDP spliced before the service turned slow-path only then
 // find no route for their next request and are reset, as any unroutable
 // later request is.
-func Unroutable(svc Service) error {
+func serviceRoutes(svc Service) ([]xdpRoute, error) {
+	routes := make([]xdpRoute, 0, len(svc.Routes))
 	for _, r := range svc.Routes {
-		if _, _, err := routeEntry(0, r); err != nil {
-			return fmt.Errorf("service %s: %w", svc.Name, err)
+		key, err := RouteKey(0, r.Host, r.Path, r.Exact)
+		if err != nil {
+			return nil, fmt.Errorf("service %s: %w", svc.Name, err)
 		}
-	}
-	return nil
-}
-
-// routeEntry is a route's key and method mask as the routes map holds them.
-func routeEntry(serviceID uint32, r Route) (xdp.RouteKey, uint32, error) {
-	key, err := RouteKey(serviceID, r.Host, r.Path, r.Exact)
-	if err != nil {
-		return key, 0, err
-	}
-	var methods uint32
-	for _, m := range r.Methods {
-		bit := xdp.MethodBit(m)
-		if bit == 0 {
-			return key, 0, fmt.Errorf("method %q: %w", m, ErrUnroutable)
+		var methods uint32
+		for _, m := range r.Methods {
+			bit := xdp.MethodBit(m)
+			if bit == 0 {
+				return nil, fmt.Errorf("service %s: method %q: %w", svc.Name, m, ErrUnroutable)
+			}
+			methods |= bit
 		}
-		methods |= bit
+		routes = append(routes, xdpRoute{key: key, methods: methods, route: r})
 	}
-	return key, methods, nil
-}
-
-// slowpathOnly says whether XDP leaves every request of svc to the slow path.
-func slowpathOnly(svc Service) bool {
-	return svc.HTTP && (svc.SlowpathOnly || Unroutable(svc) != nil)
+	return routes, nil
 }
 
 // Pool is a set of weighted backends behind one Maglev table.
@@ -236,19 +235,28 @@ func (p *Programmer) Apply(s State) error {
 	newRoutes := map[xdp.RouteKey]bool{}
 	for _, svc := range s.Services {
 		table := newTables[svc.Pool]
+		var (
+			routes []xdpRoute
+			only   bool
+		)
 		if svc.HTTP {
 			table = poolTable{}
+			// A service XDP cannot route (why: serviceRoutes' error)
+			// goes to the slow path as a whole; the Programmer has no
+			// logger to say so.
+			var unroutable error
+			routes, unroutable = serviceRoutes(svc)
+			only = svc.SlowpathOnly || unroutable != nil
 		}
-		only := slowpathOnly(svc)
 		programmed, err := p.writeService(svc, table, only)
 		if err != nil {
 			return err
 		}
 		newServices[svc.Name] = programmed
 		if only {
-			continue // no route at all: see Unroutable
+			continue // no route at all: see serviceRoutes
 		}
-		if err := p.writeRoutes(svc, programmed.id, newRoutes); err != nil {
+		if err := p.writeRoutes(svc.Name, programmed.id, routes, newRoutes); err != nil {
 			return err
 		}
 	}
@@ -470,15 +478,15 @@ func RouteKey(serviceID uint32, host, path string, exact bool) (xdp.RouteKey, er
 	return k, nil
 }
 
-func (p *Programmer) writeRoutes(svc Service, serviceID uint32, written map[xdp.RouteKey]bool) error {
-	for _, r := range svc.Routes {
-		key, methods, err := routeEntry(serviceID, r)
-		if err != nil {
-			return fmt.Errorf("service %s: %w", svc.Name, err)
-		}
-		value := xdp.Route{PoolId: p.poolIDs.byKey[r.Pool], Methods: methods}
+// writeRoutes writes the entries serviceRoutes built under the service's
+// id.
+func (p *Programmer) writeRoutes(service string, serviceID uint32, routes []xdpRoute, written map[xdp.RouteKey]bool) error {
+	for _, r := range routes {
+		key := r.key
+		key.ServiceId = serviceID
+		value := xdp.Route{PoolId: p.poolIDs.byKey[r.route.Pool], Methods: r.methods}
 		if err := p.objs.Routes.Put(key, value); err != nil {
-			return fmt.Errorf("service %s: route %s%s: %w", svc.Name, r.Host, r.Path, err)
+			return fmt.Errorf("service %s: route %s%s: %w", service, r.route.Host, r.route.Path, err)
 		}
 		written[key] = true
 	}

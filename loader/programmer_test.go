@@ -218,8 +218,8 @@ func TestApplySlowpathOnly(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			p, objs := newProgrammer(t)
 			if !tc.state.Services[0].SlowpathOnly {
-				if err := Unroutable(tc.state.Services[0]); !errors.Is(err, ErrUnroutable) {
-					t.Errorf("Unroutable = %v, want ErrUnroutable", err)
+				if _, err := serviceRoutes(tc.state.Services[0]); !errors.Is(err, ErrUnroutable) {
+					t.Errorf("serviceRoutes error = %v, want ErrUnroutable", err)
 				}
 			}
 			if err := p.Apply(tc.state); err != nil {
@@ -240,8 +240,8 @@ func TestApplySlowpathOnly(t *testing.T) {
 
 			// Routes XDP can express: the flag goes, the routes come.
 			fixed := httpState(plain)
-			if err := Unroutable(fixed.Services[0]); err != nil {
-				t.Fatalf("Unroutable(%+v) = %v", fixed.Services[0], err)
+			if _, err := serviceRoutes(fixed.Services[0]); err != nil {
+				t.Fatalf("serviceRoutes(%+v) error = %v", fixed.Services[0], err)
 			}
 			if err := p.Apply(fixed); err != nil {
 				t.Fatal(err)
