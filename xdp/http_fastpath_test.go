@@ -1112,8 +1112,8 @@ func TestHTTPFraming(t *testing.T) {
 		in := c.fromClient(data, c.isn+1+uint32(len(r1)), c.cookie+1, r2)
 		e.step(t, spStep{in: e.eth1, frame: in.frame(), verdict: xdpRedirect,
 			counters: []xdp.Counter{xdp.CounterForwarded}, out: toBackendOut(in, beA, c.bisn+1).frame()})
-		if f, _ := e.flow(t, c.fwd()); f.Framing != xdp.FramingHTTP {
-			t.Errorf("framing %d after a request without Upgrade, want HTTP", f.Framing)
+		if f, ok := e.flow(t, c.fwd()); !ok || f.Framing != xdp.FramingHTTP {
+			t.Errorf("framing %d (flow present %v) after a request without Upgrade, want HTTP", f.Framing, ok)
 		}
 	})
 }
@@ -1311,15 +1311,25 @@ func TestHTTPBackendRefusesNextChoice(t *testing.T) {
 		// backend leaves it while packets may still read the old table.
 		var id uint32
 		var b xdp.Backend
-		for iter := e.objs.Backends.Iterate(); iter.Next(&id, &b); {
-			if b.Addr == xdp.Addr(order[1].Addr()) {
+		found := false
+		iter := e.objs.Backends.Iterate()
+		for iter.Next(&id, &b) {
+			if xdp.AddrFrom(b.Addr) == order[1].Addr() && xdp.PortFrom(b.Port) == order[1].Port() {
+				found = true
 				break
 			}
+		}
+		if err := iter.Err(); err != nil || !found {
+			t.Fatalf("backend %s not in the backends map (walk error %v)", order[1], err)
 		}
 		if err := e.objs.Backends.Put(id, xdp.Backend{}); err != nil {
 			t.Fatal(err)
 		}
-		defer e.objs.Backends.Put(id, b)
+		defer func() {
+			if err := e.objs.Backends.Put(id, b); err != nil {
+				t.Errorf("restore backend %s: %v", order[1], err)
+			}
+		}()
 		refuse(t, c, req, order[2])
 	})
 }
