@@ -88,13 +88,16 @@ var counterNames = [...]string{
 // Counters returns what the handoff did, summed over CPUs, by outcome:
 // assigned, no_listener, bad_cookie, failed.
 func (o *Objects) Counters() (map[string]uint64, error) {
+	sums, err := percpu.SumFirst(o.HandoffCounters, len(counterNames))
+	if err != nil {
+		return nil, fmt.Errorf("handoff counters: %w", err)
+	}
+	if len(sums) < len(counterNames) {
+		return nil, fmt.Errorf("handoff counters: read %d of %d", len(sums), len(counterNames))
+	}
 	out := make(map[string]uint64, len(counterNames))
 	for i, name := range counterNames {
-		n, err := percpu.Sum(o.HandoffCounters, uint32(i))
-		if err != nil {
-			return nil, fmt.Errorf("handoff counter %s: %w", name, err)
-		}
-		out[name] = n
+		out[name] = sums[i]
 	}
 	return out, nil
 }

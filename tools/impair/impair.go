@@ -291,6 +291,14 @@ func (im *Impairer) Stats() (Stats, error) {
 
 func readStats(m *ebpf.Map) (Stats, error) {
 	var s Stats
+	const perDir = int(bpfImpairCounterIMPAIR_COUNTER_MAX)
+	sums, err := percpu.SumFirst(m, 2*perDir)
+	if err != nil {
+		return s, fmt.Errorf("impair: %w", err)
+	}
+	if len(sums) < 2*perDir {
+		return s, fmt.Errorf("impair: read %d of %d counters", len(sums), 2*perDir)
+	}
 	for dir, c := range map[bpfImpairDir]*Counters{
 		bpfImpairDirIMPAIR_DIR_INGRESS: &s.Ingress,
 		bpfImpairDirIMPAIR_DIR_EGRESS:  &s.Egress,
@@ -306,12 +314,7 @@ func readStats(m *ebpf.Map) (Stats, error) {
 			bpfImpairCounterIMPAIR_REINJECTED: &c.Reinjected,
 		}
 		for i, f := range fields {
-			key := uint32(dir)*uint32(bpfImpairCounterIMPAIR_COUNTER_MAX) + uint32(i)
-			n, err := percpu.Sum(m, key)
-			if err != nil {
-				return s, fmt.Errorf("impair: %w", err)
-			}
-			*f = n
+			*f = sums[int(dir)*perDir+i]
 		}
 	}
 	return s, nil
