@@ -8,7 +8,6 @@
 package tc
 
 import (
-	"errors"
 	"fmt"
 
 	"github.com/cilium/ebpf"
@@ -30,14 +29,9 @@ type Objects struct {
 	bpfObjects
 }
 
-// ErrMissingMap is returned by Load when a shared map is nil.
-var ErrMissingMap = errors.New("shared map missing")
-
-// Load loads the program onto the XDP program's maps.
+// Load loads the program onto the XDP program's maps, which must all be
+// loaded.
 func Load(shared SharedMaps) (*Objects, error) {
-	if shared.Flows == nil || shared.SyncookieKeys == nil || shared.SyncookieCurrent == nil {
-		return nil, fmt.Errorf("load TC handoff: %w", ErrMissingMap)
-	}
 	var objs Objects
 	err := loadBpfObjects(&objs.bpfObjects, &ebpf.CollectionOptions{
 		MapReplacements: map[string]*ebpf.Map{
