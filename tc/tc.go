@@ -11,7 +11,6 @@ import (
 	"fmt"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 
 	"github.com/rauta-lb/rauta/percpu"
@@ -30,7 +29,8 @@ type Objects struct {
 }
 
 // Load loads the program onto the XDP program's maps, which must all be
-// loaded.
+// loaded. On a kernel without bpf_sk_assign_tcp_reqsk (before Linux 6.9,
+// or without BTF) the error wraps ebpf.ErrNotSupported.
 func Load(shared SharedMaps) (*Objects, error) {
 	var objs Objects
 	err := loadBpfObjects(&objs.bpfObjects, &ebpf.CollectionOptions{
@@ -44,17 +44,6 @@ func Load(shared SharedMaps) (*Objects, error) {
 		return nil, fmt.Errorf("load TC handoff (needs Linux 6.9+ for bpf_sk_assign_tcp_reqsk): %w", err)
 	}
 	return &objs, nil
-}
-
-// Supported reports whether the running kernel has the kfunc the handoff
-// needs (bpf_sk_assign_tcp_reqsk, Linux 6.9+).
-func Supported() bool {
-	spec, err := btf.LoadKernelSpec()
-	if err != nil {
-		return false
-	}
-	_, err = spec.AnyTypeByName("bpf_sk_assign_tcp_reqsk")
-	return err == nil
 }
 
 // Attach attaches the program at TCX ingress of an interface. It runs after
