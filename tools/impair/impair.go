@@ -342,7 +342,9 @@ func (im *Impairer) Close() error {
 // delayLine holds delayed frames until their due time and sends them back
 // out of the interface.
 type delayLine struct {
-	ifindex    int
+	// to is where frames are sent: the interface, as IPv4. Only the
+	// schedule goroutine uses it (Sendto marshals into it).
+	to         *unix.SockaddrLinklayer
 	rd         *ringbuf.Reader
 	ingress    int // AF_PACKET socket marked reinjectIngressMark
 	egress     int // AF_PACKET socket marked reinjectEgressMark
@@ -369,7 +371,7 @@ var (
 )
 
 func newDelayLine(ifindex int, ring *ebpf.Map) (*delayLine, error) {
-	l := &delayLine{ifindex: ifindex, ingress: -1, egress: -1,
+	l := &delayLine{to: &unix.SockaddrLinklayer{Ifindex: ifindex, Protocol: htons(unix.ETH_P_IP)}, ingress: -1, egress: -1,
 		frames: make(chan frame, 4096), done: make(chan struct{})}
 	var err error
 	if l.ingress, err = markedSocket(reinjectIngressMark); err != nil {
@@ -480,8 +482,7 @@ func (l *delayLine) send(f frame) {
 	if f.ingress {
 		fd, dir = l.ingress, bpfImpairDirIMPAIR_DIR_INGRESS
 	}
-	to := &unix.SockaddrLinklayer{Ifindex: l.ifindex, Protocol: htons(unix.ETH_P_IP)}
-	if err := unix.Sendto(fd, f.data, 0, to); err != nil {
+	if err := unix.Sendto(fd, f.data, 0, l.to); err != nil {
 		l.sendErrors[dir].Add(1)
 	}
 }
