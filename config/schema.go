@@ -399,7 +399,7 @@ func (p *parser) service(n *yaml.Node, at string, pools poolSet) (svc Service, r
 	routesNode, hasRoutes := obj.values["routes"]
 	tlsNode, hasTLS := obj.values["tls"]
 	if protoKnown {
-		routed := svc.Protocol == ProtocolHTTP || svc.Protocol == ProtocolHTTPS
+		routed := svc.IsHTTP()
 		switch {
 		case routed && hasPool:
 			p.errorf(poolNode, field(at, "pool"), "not allowed for %s services; name pools in routes", svc.Protocol)

@@ -38,18 +38,12 @@ func (v *localVIPs) ensure(vips map[netip.Addr]bool) error {
 	if err != nil {
 		return fmt.Errorf("find lo: %w", err)
 	}
-	have, err := hostAddrs()
+	have, ours, err := hostAddrs()
 	if err != nil {
 		return err
 	}
-	ours, err := netlink.AddrList(lo, netlink.FAMILY_V4)
-	if err != nil {
-		return fmt.Errorf("list addresses of lo: %w", err)
-	}
-	for _, a := range ours {
-		if ip, ok := netip.AddrFromSlice(a.IP.To4()); ok && a.Label == vipLabel {
-			v.added[ip] = true
-		}
+	for ip := range ours {
+		v.added[ip] = true
 	}
 	for vip := range vips {
 		if have[vip] || v.added[vip] {
@@ -89,16 +83,25 @@ func hostRoute(vip netip.Addr) *netlink.Addr {
 	return &netlink.Addr{IPNet: &net.IPNet{IP: vip.AsSlice(), Mask: net.CIDRMask(32, 32)}, Label: vipLabel}
 }
 
-func hostAddrs() (map[netip.Addr]bool, error) {
+// hostAddrs lists the host's IPv4 addresses in one dump: have holds all of
+// them, ours those labelled vipLabel (added by a localVIPs, possibly of a
+// daemon that is gone).
+func hostAddrs() (have, ours map[netip.Addr]bool, err error) {
 	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
 	if err != nil {
-		return nil, fmt.Errorf("list addresses: %w", err)
+		return nil, nil, fmt.Errorf("list addresses: %w", err)
 	}
-	have := make(map[netip.Addr]bool, len(addrs))
+	have = make(map[netip.Addr]bool, len(addrs))
+	ours = map[netip.Addr]bool{}
 	for _, a := range addrs {
-		if ip, ok := netip.AddrFromSlice(a.IP.To4()); ok {
-			have[ip] = true
+		ip, ok := netip.AddrFromSlice(a.IP.To4())
+		if !ok {
+			continue
+		}
+		have[ip] = true
+		if a.Label == vipLabel {
+			ours[ip] = true
 		}
 	}
-	return have, nil
+	return have, ours, nil
 }

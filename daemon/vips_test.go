@@ -21,13 +21,13 @@ func TestLocalVIPsAddsOnlyWhatIsMissingAndRemovesOnlyWhatItAdded(t *testing.T) {
 			return err
 		}
 		var err error
-		if afterEnsure, err = hostAddrs(); err != nil {
+		if afterEnsure, _, err = hostAddrs(); err != nil {
 			return err
 		}
 		if err := v.release(nil); err != nil {
 			return err
 		}
-		afterRelease, err = hostAddrs()
+		afterRelease, _, err = hostAddrs()
 		return err
 	})
 	if err != nil {
@@ -69,13 +69,13 @@ func TestLocalVIPsAdoptsWhatAKilledDaemonLeft(t *testing.T) {
 			return err
 		}
 		var err error
-		if afterRestart, err = hostAddrs(); err != nil {
+		if afterRestart, _, err = hostAddrs(); err != nil {
 			return err
 		}
 		if err := next.release(nil); err != nil {
 			return err
 		}
-		afterExit, err = hostAddrs()
+		afterExit, _, err = hostAddrs()
 		return err
 	})
 	if err != nil {

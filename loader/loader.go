@@ -76,21 +76,20 @@ func Load(opts Options) (*Loader, error) {
 		return nil, err
 	}
 	l := &Loader{objs: objs, pinPath: opts.PinPath, log: opts.Logger}
-	if tc.Supported() {
-		l.handoff, err = tc.Load(tc.SharedMaps{
-			Flows:            objs.Flows,
-			SyncookieKeys:    objs.SyncookieKeys,
-			SyncookieCurrent: objs.SyncookieCurrent,
-		})
-		if err != nil {
-			l.Close()
-			return nil, err
-		}
-	} else {
+	l.handoff, err = tc.Load(tc.SharedMaps{
+		Flows:            objs.Flows,
+		SyncookieKeys:    objs.SyncookieKeys,
+		SyncookieCurrent: objs.SyncookieCurrent,
+	})
+	switch {
+	case errors.Is(err, ebpf.ErrNotSupported):
 		// An older kernel: XDP still answers and routes; connections it
 		// sends to the slow path are reset by the kernel instead of
 		// reaching the proxy.
-		l.log.Warn("slow-path handoff unavailable: this kernel has no bpf_sk_assign_tcp_reqsk (Linux 6.9+); connections XDP cannot route will be reset")
+		l.log.Warn("slow-path handoff unavailable: this kernel has no bpf_sk_assign_tcp_reqsk (Linux 6.9+); connections XDP cannot route will be reset", "err", err)
+	case err != nil:
+		l.Close()
+		return nil, err
 	}
 	if err := l.pin(); err != nil {
 		l.Close()

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+
 	"github.com/rauta-lb/rauta/loader"
 	"github.com/rauta-lb/rauta/percpu"
 	"github.com/rauta-lb/rauta/tc"
@@ -30,6 +32,26 @@ type handoffBed struct {
 	tb  *testbed.Testbed
 	l   *loader.Loader
 	vip netip.AddrPort
+}
+
+// skipUnlessHandoffLoads skips the test when the kernel cannot load the
+// handoff (no bpf_sk_assign_tcp_reqsk, Linux 6.9+), as tc.Load reports with
+// ebpf.ErrNotSupported; it fails on any other error.
+func skipUnlessHandoffLoads(t *testing.T) {
+	t.Helper()
+	objs, err := xdp.Load(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer objs.Close()
+	h, err := tc.Load(tc.SharedMaps{Flows: objs.Flows, SyncookieKeys: objs.SyncookieKeys, SyncookieCurrent: objs.SyncookieCurrent})
+	if errors.Is(err, ebpf.ErrNotSupported) {
+		t.Skipf("this kernel cannot load the handoff: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Close()
 }
 
 func newHandoffBed(t *testing.T) *handoffBed {
@@ -48,10 +70,8 @@ func newHandoffBed(t *testing.T) *handoffBed {
 		}
 	})
 	if l.Handoff() == nil {
-		if tc.Supported() {
-			t.Fatal("the kernel has bpf_sk_assign_tcp_reqsk, yet the loader did not load the TC handoff (see its warning)")
-		}
-		t.Skip("this kernel has no bpf_sk_assign_tcp_reqsk (Linux 6.9+)")
+		skipUnlessHandoffLoads(t)
+		t.Fatal("the kernel has bpf_sk_assign_tcp_reqsk, yet the loader did not load the TC handoff (see its warning)")
 	}
 	vip := netip.AddrPortFrom(tb.VIPs[0], 80)
 	state := loader.State{

@@ -8,11 +8,9 @@
 package tc
 
 import (
-	"errors"
 	"fmt"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 
 	"github.com/rauta-lb/rauta/percpu"
@@ -30,14 +28,10 @@ type Objects struct {
 	bpfObjects
 }
 
-// ErrMissingMap is returned by Load when a shared map is nil.
-var ErrMissingMap = errors.New("shared map missing")
-
-// Load loads the program onto the XDP program's maps.
+// Load loads the program onto the XDP program's maps, which must all be
+// loaded. On a kernel without bpf_sk_assign_tcp_reqsk (before Linux 6.9,
+// or without BTF) the error wraps ebpf.ErrNotSupported.
 func Load(shared SharedMaps) (*Objects, error) {
-	if shared.Flows == nil || shared.SyncookieKeys == nil || shared.SyncookieCurrent == nil {
-		return nil, fmt.Errorf("load TC handoff: %w", ErrMissingMap)
-	}
 	var objs Objects
 	err := loadBpfObjects(&objs.bpfObjects, &ebpf.CollectionOptions{
 		MapReplacements: map[string]*ebpf.Map{
@@ -50,17 +44,6 @@ func Load(shared SharedMaps) (*Objects, error) {
 		return nil, fmt.Errorf("load TC handoff (needs Linux 6.9+ for bpf_sk_assign_tcp_reqsk): %w", err)
 	}
 	return &objs, nil
-}
-
-// Supported reports whether the running kernel has the kfunc the handoff
-// needs (bpf_sk_assign_tcp_reqsk, Linux 6.9+).
-func Supported() bool {
-	spec, err := btf.LoadKernelSpec()
-	if err != nil {
-		return false
-	}
-	_, err = spec.AnyTypeByName("bpf_sk_assign_tcp_reqsk")
-	return err == nil
 }
 
 // Attach attaches the program at TCX ingress of an interface. It runs after
@@ -88,13 +71,16 @@ var counterNames = [...]string{
 // Counters returns what the handoff did, summed over CPUs, by outcome:
 // assigned, no_listener, bad_cookie, failed.
 func (o *Objects) Counters() (map[string]uint64, error) {
+	sums, err := percpu.SumFirst(o.HandoffCounters, len(counterNames))
+	if err != nil {
+		return nil, fmt.Errorf("handoff counters: %w", err)
+	}
+	if len(sums) < len(counterNames) {
+		return nil, fmt.Errorf("handoff counters: read %d of %d", len(sums), len(counterNames))
+	}
 	out := make(map[string]uint64, len(counterNames))
 	for i, name := range counterNames {
-		n, err := percpu.Sum(o.HandoffCounters, uint32(i))
-		if err != nil {
-			return nil, fmt.Errorf("handoff counter %s: %w", name, err)
-		}
-		out[name] = n
+		out[name] = sums[i]
 	}
 	return out, nil
 }

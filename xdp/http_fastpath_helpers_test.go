@@ -261,15 +261,15 @@ func slowReason(tb testing.TB, name string) xdp.SlowpathReason {
 // slowCounters snapshots the service's slow-path counters, summed over CPUs.
 func (e *spEnv) slowCounters(tb testing.TB) []uint64 {
 	tb.Helper()
-	s := make([]uint64, xdp.NumSlowpathReasons)
-	for r := range s {
-		n, err := percpu.Sum(e.objs.SlowpathCounters, e.sid*uint32(xdp.NumSlowpathReasons)+uint32(r))
-		if err != nil {
-			tb.Fatalf("slowpath counter %d: %v", r, err)
-		}
-		s[r] = n
+	first := int(e.sid) * xdp.NumSlowpathReasons
+	sums, err := percpu.SumFirst(e.objs.SlowpathCounters, first+xdp.NumSlowpathReasons)
+	if err != nil {
+		tb.Fatalf("slowpath counters: %v", err)
 	}
-	return s
+	if len(sums) < first+xdp.NumSlowpathReasons {
+		tb.Fatalf("slowpath counters: read %d, want %d", len(sums), first+xdp.NumSlowpathReasons)
+	}
+	return sums[first:]
 }
 
 // spStep is one packet through the program and everything it must do.

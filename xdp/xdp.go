@@ -7,8 +7,10 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
+	"strconv"
 
 	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 )
 
 // Types shared with the BPF program. See bpf/include/types.h for what each
@@ -29,45 +31,33 @@ type SlowpathReason = bpfSlowpathReason
 // NumSlowpathReasons bounds SlowpathReason.
 const NumSlowpathReasons = int(bpfSlowpathReasonSLOW_MAX)
 
-// SlowpathReasonNames names each reason for metrics and logs.
+// slowpathReasonNames names each reason for metrics and logs.
+var slowpathReasonNames = [...]string{
+	bpfSlowpathReasonSLOW_NONE:        "none",
+	bpfSlowpathReasonSLOW_NOT_HTTP:    "not_http",
+	bpfSlowpathReasonSLOW_TLS:         "tls",
+	bpfSlowpathReasonSLOW_H2C:         "h2c_preface",
+	bpfSlowpathReasonSLOW_CONNECT:     "connect",
+	bpfSlowpathReasonSLOW_TARGET_FORM: "target_form",
+	bpfSlowpathReasonSLOW_UNSAFE_PATH: "unsafe_path",
+	bpfSlowpathReasonSLOW_LONG_PATH:   "long_path",
+	bpfSlowpathReasonSLOW_NO_HOST:     "no_host",
+	bpfSlowpathReasonSLOW_BAD_HOST:    "bad_host",
+	bpfSlowpathReasonSLOW_INCOMPLETE:  "incomplete",
+	bpfSlowpathReasonSLOW_NO_ROUTE:    "no_route",
+	bpfSlowpathReasonSLOW_METHOD:      "method",
+	bpfSlowpathReasonSLOW_STASH_FULL:  "stash_full",
+	bpfSlowpathReasonSLOW_SERVICE:     "service",
+	bpfSlowpathReasonSLOW_BAD_LENGTH:  "bad_content_length",
+	bpfSlowpathReasonSLOW_CHUNKED:     "chunked",
+	bpfSlowpathReasonSLOW_PIPELINED:   "pipelined",
+}
+
+// SlowpathReasonName names a reason for metrics and logs; reason_N for one
+// without a name.
 func SlowpathReasonName(r SlowpathReason) string {
-	switch r {
-	case bpfSlowpathReasonSLOW_NONE:
-		return "none"
-	case bpfSlowpathReasonSLOW_NOT_HTTP:
-		return "not_http"
-	case bpfSlowpathReasonSLOW_TLS:
-		return "tls"
-	case bpfSlowpathReasonSLOW_H2C:
-		return "h2c_preface"
-	case bpfSlowpathReasonSLOW_CONNECT:
-		return "connect"
-	case bpfSlowpathReasonSLOW_TARGET_FORM:
-		return "target_form"
-	case bpfSlowpathReasonSLOW_UNSAFE_PATH:
-		return "unsafe_path"
-	case bpfSlowpathReasonSLOW_LONG_PATH:
-		return "long_path"
-	case bpfSlowpathReasonSLOW_NO_HOST:
-		return "no_host"
-	case bpfSlowpathReasonSLOW_BAD_HOST:
-		return "bad_host"
-	case bpfSlowpathReasonSLOW_INCOMPLETE:
-		return "incomplete"
-	case bpfSlowpathReasonSLOW_NO_ROUTE:
-		return "no_route"
-	case bpfSlowpathReasonSLOW_METHOD:
-		return "method"
-	case bpfSlowpathReasonSLOW_STASH_FULL:
-		return "stash_full"
-	case bpfSlowpathReasonSLOW_SERVICE:
-		return "service"
-	case bpfSlowpathReasonSLOW_BAD_LENGTH:
-		return "bad_content_length"
-	case bpfSlowpathReasonSLOW_CHUNKED:
-		return "chunked"
-	case bpfSlowpathReasonSLOW_PIPELINED:
-		return "pipelined"
+	if int(r) < len(slowpathReasonNames) && slowpathReasonNames[r] != "" {
+		return slowpathReasonNames[r]
 	}
 	return fmt.Sprintf("reason_%d", r)
 }
@@ -95,6 +85,16 @@ const (
 	SpliceSlowpath    = uint8(bpfSpliceStateSPLICE_SLOWPATH)
 	SpliceOrphan      = uint8(bpfSpliceStateSPLICE_ORPHAN)
 )
+
+// SpliceNames names the splice states, as `rauta flows` prints them ("-"
+// for the L4 flows, which have none); see Name.
+var SpliceNames = [...]string{
+	SpliceNone:        "-",
+	SpliceSYNSent:     "backend-syn-sent",
+	SpliceEstablished: "spliced",
+	SpliceSlowpath:    "slow-path",
+	SpliceOrphan:      "orphan",
+}
 
 // How a spliced flow reads the client's bytes after the current request
 // (Flow.Framing): the next request at Flow.ReqNext; after a request that
@@ -127,6 +127,22 @@ const (
 	FlowClosing = uint8(bpfFlowStateFLOW_CLOSING)
 	FlowClosed  = uint8(bpfFlowStateFLOW_CLOSED)
 )
+
+// Names of flow protocols, directions and states; see Name.
+var (
+	ProtoNames     = [...]string{unix.IPPROTO_TCP: "tcp", unix.IPPROTO_UDP: "udp"}
+	DirectionNames = [...]string{ToBackend: "to-backend", ToClient: "to-client"}
+	FlowStateNames = [...]string{FlowOpen: "open", FlowClosing: "closing", FlowClosed: "closed"}
+)
+
+// Name returns names[v], or v as a number when names has none for it:
+// Name(ProtoNames[:], 6) is "tcp", Name(ProtoNames[:], 47) "47".
+func Name(names []string, v uint8) string {
+	if int(v) < len(names) && names[v] != "" {
+		return names[v]
+	}
+	return strconv.Itoa(int(v))
+}
 
 // Per-service counters. The counters map is indexed by
 // serviceID*NumCounters + counter.

@@ -57,64 +57,16 @@ func writeFlows(w io.Writer, entries []flowcache.Entry) error {
 	fmt.Fprintln(tw, "PROTO\tSOURCE\tDESTINATION\tDIRECTION\tTRANSLATED\tSTATE\tHTTP\tSERVICE\tBACKEND\tIDLE")
 	for _, e := range entries {
 		translated := "-" // a slow-path flow: the kernel's socket, no translation
-		if e.Translated.Addr().IsValid() && !e.Translated.Addr().IsUnspecified() {
+		if !e.Translated.Addr().IsUnspecified() {
 			translated = e.Translated.String()
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n",
-			protoName(e.Protocol), e.Source, e.Destination, directionName(e.Direction), translated,
-			stateName(e.State), spliceName(e.Splice), e.ServiceID, e.BackendID, e.Idle.Round(time.Second))
+			xdp.Name(xdp.ProtoNames[:], e.Protocol), e.Source, e.Destination,
+			xdp.Name(xdp.DirectionNames[:], e.Direction), translated, xdp.Name(xdp.FlowStateNames[:], e.State),
+			xdp.Name(xdp.SpliceNames[:], e.Splice), e.ServiceID, e.BackendID, e.Idle.Round(time.Second))
 	}
 	if err := tw.Flush(); err != nil {
 		return fmt.Errorf("flows: write: %w", err)
 	}
 	return nil
-}
-
-func protoName(p uint8) string {
-	switch p {
-	case 6:
-		return "tcp"
-	case 17:
-		return "udp"
-	}
-	return fmt.Sprint(p)
-}
-
-func directionName(d uint8) string {
-	switch d {
-	case xdp.ToBackend:
-		return "to-backend"
-	case xdp.ToClient:
-		return "to-client"
-	}
-	return fmt.Sprint(d)
-}
-
-func stateName(s uint8) string {
-	switch s {
-	case xdp.FlowOpen:
-		return "open"
-	case xdp.FlowClosing:
-		return "closing"
-	case xdp.FlowClosed:
-		return "closed"
-	}
-	return fmt.Sprint(s)
-}
-
-// spliceName is the HTTP fast path's state; "-" for L4 flows.
-func spliceName(s uint8) string {
-	switch s {
-	case xdp.SpliceNone:
-		return "-"
-	case xdp.SpliceSYNSent:
-		return "backend-syn-sent"
-	case xdp.SpliceEstablished:
-		return "spliced"
-	case xdp.SpliceSlowpath:
-		return "slow-path"
-	case xdp.SpliceOrphan:
-		return "orphan"
-	}
-	return fmt.Sprint(s)
 }

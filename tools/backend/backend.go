@@ -127,19 +127,9 @@ func (s *Server) serveEcho(w http.ResponseWriter, r *http.Request) {
 	if rw.Flush() != nil {
 		return
 	}
-	// Bytes the client sent early sit in rw's reader.
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := rw.Read(buf)
-		if n > 0 {
-			if _, werr := conn.Write(buf[:n]); werr != nil {
-				return
-			}
-		}
-		if err != nil {
-			return
-		}
-	}
+	// Bytes the client sent early sit in rw's reader, which hands them on
+	// before reading conn further.
+	_, _ = io.Copy(conn, rw.Reader)
 }
 
 // hasBody treats POST and PUT as uploads even when empty, so an empty

@@ -291,6 +291,14 @@ func (im *Impairer) Stats() (Stats, error) {
 
 func readStats(m *ebpf.Map) (Stats, error) {
 	var s Stats
+	const perDir = int(bpfImpairCounterIMPAIR_COUNTER_MAX)
+	sums, err := percpu.SumFirst(m, 2*perDir)
+	if err != nil {
+		return s, fmt.Errorf("impair: %w", err)
+	}
+	if len(sums) < 2*perDir {
+		return s, fmt.Errorf("impair: read %d of %d counters", len(sums), 2*perDir)
+	}
 	for dir, c := range map[bpfImpairDir]*Counters{
 		bpfImpairDirIMPAIR_DIR_INGRESS: &s.Ingress,
 		bpfImpairDirIMPAIR_DIR_EGRESS:  &s.Egress,
@@ -306,12 +314,7 @@ func readStats(m *ebpf.Map) (Stats, error) {
 			bpfImpairCounterIMPAIR_REINJECTED: &c.Reinjected,
 		}
 		for i, f := range fields {
-			key := uint32(dir)*uint32(bpfImpairCounterIMPAIR_COUNTER_MAX) + uint32(i)
-			n, err := percpu.Sum(m, key)
-			if err != nil {
-				return s, fmt.Errorf("impair: %w", err)
-			}
-			*f = n
+			*f = sums[int(dir)*perDir+i]
 		}
 	}
 	return s, nil
@@ -339,7 +342,9 @@ func (im *Impairer) Close() error {
 // delayLine holds delayed frames until their due time and sends them back
 // out of the interface.
 type delayLine struct {
-	ifindex    int
+	// to is where frames are sent: the interface, as IPv4. Only the
+	// schedule goroutine uses it (Sendto marshals into it).
+	to         *unix.SockaddrLinklayer
 	rd         *ringbuf.Reader
 	ingress    int // AF_PACKET socket marked reinjectIngressMark
 	egress     int // AF_PACKET socket marked reinjectEgressMark
@@ -366,7 +371,7 @@ var (
 )
 
 func newDelayLine(ifindex int, ring *ebpf.Map) (*delayLine, error) {
-	l := &delayLine{ifindex: ifindex, ingress: -1, egress: -1,
+	l := &delayLine{to: &unix.SockaddrLinklayer{Ifindex: ifindex, Protocol: htons(unix.ETH_P_IP)}, ingress: -1, egress: -1,
 		frames: make(chan frame, 4096), done: make(chan struct{})}
 	var err error
 	if l.ingress, err = markedSocket(reinjectIngressMark); err != nil {
@@ -477,8 +482,7 @@ func (l *delayLine) send(f frame) {
 	if f.ingress {
 		fd, dir = l.ingress, bpfImpairDirIMPAIR_DIR_INGRESS
 	}
-	to := &unix.SockaddrLinklayer{Ifindex: l.ifindex, Protocol: htons(unix.ETH_P_IP)}
-	if err := unix.Sendto(fd, f.data, 0, to); err != nil {
+	if err := unix.Sendto(fd, f.data, 0, l.to); err != nil {
 		l.sendErrors[dir].Add(1)
 	}
 }

@@ -184,9 +184,12 @@ func (n *Namespace) Do(fn func() error) error {
 // NetCommand returns a command that runs name in the namespace's network
 // only (nsenter --net): unlike Command it keeps the caller's mount
 // namespace, so a daemon's bpffs pins are visible outside, as in a real
-// deployment. Its process is the program itself (nsenter execs it).
+// deployment. Its process is the program itself (nsenter execs it). Like
+// Command's, it gets SIGKILL when its parent thread dies.
 func (n *Namespace) NetCommand(name string, args ...string) *exec.Cmd {
-	return exec.Command("nsenter", append([]string{"--net=" + n.path(), "--", name}, args...)...)
+	cmd := exec.Command("nsenter", append([]string{"--net=" + n.path(), "--", name}, args...)...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	return cmd
 }
 
 // Command returns a command that runs `ip netns exec n.Name name args...`.

@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/rauta-lb/rauta/tools/testbed"
@@ -76,7 +75,6 @@ func startRautaProc(ctx context.Context, tb *testbed.Testbed, dir, bin string, c
 		return nil, fmt.Errorf("rauta process: %w", err)
 	}
 	cmd := tb.LB.NetCommand(bin, "run", "--config", path, "--log-level", strings.ToLower(level.String()))
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	p, err := startCmd(cmd, tb.LB, dir, "rauta", log)
 	if err != nil {
 		return nil, err
