@@ -515,6 +515,11 @@ func (p *Programmer) resetCounters(id uint32) error {
 			return fmt.Errorf("reset counters: %w", err)
 		}
 	}
+	for r := range xdp.NumSlowpathReasons {
+		if err := p.objs.SlowpathCounters.Put(id*uint32(xdp.NumSlowpathReasons)+uint32(r), zero); err != nil {
+			return fmt.Errorf("reset slow-path counters: %w", err)
+		}
+	}
 	return nil
 }
 

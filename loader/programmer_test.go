@@ -262,3 +262,53 @@ func TestApplySlowpathOnly(t *testing.T) {
 		})
 	}
 }
+
+// TestApplyNewServiceStartsAtZero: a service that gets the id of a removed
+// one starts with all its counters at zero, its slow-path reasons included.
+func TestApplyNewServiceStartsAtZero(t *testing.T) {
+	p, objs := newProgrammer(t)
+	if err := p.Apply(state(be("10.0.1.11:80", 1))); err != nil {
+		t.Fatal(err)
+	}
+	id := lookupService(t, objs).Id
+	cpus := ebpf.MustPossibleCPU()
+	ones := make([]uint64, cpus)
+	for i := range ones {
+		ones[i] = 1
+	}
+	counterKey := xdp.CounterIndex(id, xdp.CounterRxPackets)
+	reasonKey := id*uint32(xdp.NumSlowpathReasons) + 1
+	if err := objs.Counters.Put(counterKey, ones); err != nil {
+		t.Fatal(err)
+	}
+	if err := objs.SlowpathCounters.Put(reasonKey, ones); err != nil {
+		t.Fatal(err)
+	}
+	// Remove it, then add another service, which reuses the id.
+	if err := p.Apply(State{Pools: state().Pools}); err != nil {
+		t.Fatal(err)
+	}
+	next := state(be("10.0.1.11:80", 1))
+	next.Services[0].Name = "other"
+	if err := p.Apply(next); err != nil {
+		t.Fatal(err)
+	}
+	if got := lookupService(t, objs).Id; got != id {
+		t.Fatalf("the new service got id %d, not the freed %d: the test needs reuse", got, id)
+	}
+	for name, m := range map[string]struct {
+		m   *ebpf.Map
+		key uint32
+	}{"counters": {objs.Counters, counterKey}, "slowpath_counters": {objs.SlowpathCounters, reasonKey}} {
+		var perCPU []uint64
+		if err := m.m.Lookup(m.key, &perCPU); err != nil {
+			t.Fatal(err)
+		}
+		for _, v := range perCPU {
+			if v != 0 {
+				t.Errorf("%s of the reused id %d: %v, want zeros", name, id, perCPU)
+				break
+			}
+		}
+	}
+}
