@@ -24,9 +24,6 @@ const userHZ = 100
 // quietIdle is the CPU idle share below which the machine counts as busy.
 const quietIdle = 0.9
 
-// targetRatio is the issue's goal for rauta-l4 keep-alive vs kernel.
-const targetRatio = 0.95
-
 type runKey struct {
 	Mode  string
 	Style style
@@ -169,75 +166,65 @@ func (r *report) ratioTo(modeName, baseName string, st style) (float64, bool) {
 	return s.ReqPerSec / base.ReqPerSec, true
 }
 
-// httpTargets are the HTTP fast path's goals: rauta-http over a peer, in
-// a style, at least so much.
-var httpTargets = []struct {
-	base  string
-	style style
-	min   float64
-}{
-	{modeNginx, keepAlive, 1.5},
-	{modeHAProxy, keepAlive, 1.5},
-	{modeKernel, keepAlive, 0.9},
-	{modeKernel, connClose, 0.85},
-}
-
-func (r *report) writeHTTPTargets(b *strings.Builder) {
-	for _, t := range httpTargets {
-		v, ok := r.ratioTo(modeRautaHTTP, t.base, t.style)
-		if !ok {
-			continue
-		}
-		verdict := "met"
-		if v < t.min {
-			verdict = "NOT met"
-		}
-		fmt.Fprintf(b, "**rauta-http %s req/s / %s = %.2f (target ≥ %.2f)**: %s\n\n", t.style, t.base, v, t.min, verdict)
-	}
-}
-
-// slowTargets are the slow path's goals, rauta's mode over its peer in a
-// style; min 0 is a ratio to report without a target, note qualifies the
-// peer.
-var slowTargets = []struct {
+// target is a goal, or a ratio reported without one: mode's median req/s
+// over base's in one style at least min (0: no target); note qualifies the
+// base; required targets say "not measured" when a run is missing, the
+// others are left out.
+type target struct {
 	mode, base string
 	style      style
 	what       string
 	min        float64
 	note       string
-}{
-	{modeRautaSlow, modeNginx, keepAlive, "keep-alive req/s", 1.0, ""},
+	required   bool
+}
+
+// targets are the issues' goals (DESIGN.md §10), in report order.
+var targets = []target{
+	{mode: modeRauta, base: modeKernel, style: keepAlive, what: "keep-alive req/s", min: 0.95, required: true},
+	{mode: modeRautaHTTP, base: modeNginx, style: keepAlive, what: "keep-alive req/s", min: 1.5},
+	{mode: modeRautaHTTP, base: modeHAProxy, style: keepAlive, what: "keep-alive req/s", min: 1.5},
+	{mode: modeRautaHTTP, base: modeKernel, style: keepAlive, what: "keep-alive req/s", min: 0.9},
+	{mode: modeRautaHTTP, base: modeKernel, style: connClose, what: "close req/s", min: 0.85},
+	{mode: modeRautaSlow, base: modeNginx, style: keepAlive, what: "keep-alive req/s", min: 1.0},
 	// Informational: the peer pays the testbed's cost of XDP on veth too.
-	{modeRautaSlow, modeNginxXDP, keepAlive, "keep-alive req/s", 0, "(same XDP on the veths)"},
-	{modeRautaTLS, modeNginxTLS, connClose, "close req/s (new TLS connections/s, wrk resumes TLS 1.2 sessions)", 0, ""},
-	{modeRautaTLS, modeNginxTLS, keepAlive, "keep-alive req/s", 0, ""},
+	{mode: modeRautaSlow, base: modeNginxXDP, style: keepAlive, what: "keep-alive req/s", note: "(same XDP on the veths)"},
+	{mode: modeRautaTLS, base: modeNginxTLS, style: connClose, what: "close req/s (new TLS connections/s, wrk resumes TLS 1.2 sessions)"},
+	{mode: modeRautaTLS, base: modeNginxTLS, style: keepAlive, what: "keep-alive req/s"},
+}
+
+func verdict(met bool) string {
+	if met {
+		return "met"
+	}
+	return "NOT met"
+}
+
+func (r *report) writeTargets(b *strings.Builder) {
+	for _, t := range targets {
+		base := t.base
+		if t.note != "" {
+			base += " " + t.note
+		}
+		v, ok := r.ratioTo(t.mode, t.base, t.style)
+		switch {
+		case !ok && t.required:
+			fmt.Fprintf(b, "**%s %s / %s = n/a (target ≥ %.2f)**: not measured\n\n", t.mode, t.what, base, t.min)
+		case !ok:
+		case t.min == 0:
+			fmt.Fprintf(b, "**%s %s / %s = %.2f**\n\n", t.mode, t.what, base, v)
+		default:
+			fmt.Fprintf(b, "**%s %s / %s = %.2f (target ≥ %.2f)**: %s\n\n", t.mode, t.what, base, v, t.min, verdict(v >= t.min))
+		}
+	}
 }
 
 // rssTarget is the issue's bound on the daemon's RSS at -rss-conns
 // slow-path connections.
 const rssTarget = 50 << 20
 
-func (r *report) writeSlowTargets(b *strings.Builder) {
-	for _, t := range slowTargets {
-		v, ok := r.ratioTo(t.mode, t.base, t.style)
-		if !ok {
-			continue
-		}
-		base := t.base
-		if t.note != "" {
-			base += " " + t.note
-		}
-		if t.min == 0 {
-			fmt.Fprintf(b, "**%s %s / %s = %.2f**\n\n", t.mode, t.what, base, v)
-			continue
-		}
-		verdict := "met"
-		if v < t.min {
-			verdict = "NOT met"
-		}
-		fmt.Fprintf(b, "**%s %s / %s = %.2f (target ≥ %.2f)**: %s\n\n", t.mode, t.what, base, v, t.min, verdict)
-	}
-	r.writeXDPPass(b)
+// writeRSS reports the memory runs against rssTarget.
+func (r *report) writeRSS(b *strings.Builder) {
 	if len(r.RSS) == 0 {
 		return
 	}
@@ -250,12 +237,8 @@ func (r *report) writeSlowTargets(b *strings.Builder) {
 		hwm = max(hwm, res.HWM)
 		rounds = append(rounds, fmt.Sprintf("%s (%.0f req/s, errors %s)", fmtMB(res.Peak), res.Wrk.ReqPerSec, res.Wrk.Errors.String()))
 	}
-	verdict := "met"
-	if peak >= rssTarget {
-		verdict = "NOT met"
-	}
 	fmt.Fprintf(b, "**rauta daemon peak RSS at %d keep-alive connections through the slow path = %s (target < %s)**: %s\n\n",
-		r.RSS[0].Conns, fmtMB(peak), fmtMB(rssTarget), verdict)
+		r.RSS[0].Conns, fmtMB(peak), fmtMB(rssTarget), verdict(peak < rssTarget))
 	fmt.Fprintf(b, "Memory run: `%s` (rauta-slow's URL, keep-alive) after each round's rauta-slow runs, the `rauta run` process's VmRSS read from /proc every %v; peak per round: %s. Idle before the run: %s; VmHWM (peak over the process's life, TLS runs included) after it: %s.\n\n",
 		r.RSSCommand, rssSampleEvery, strings.Join(rounds, " / "), fmtMB(idle), fmtMB(hwm))
 }
@@ -374,17 +357,9 @@ func (r *report) writeTable(b *strings.Builder) {
 		}
 	}
 	b.WriteString("\n")
-	if v, ok := r.ratio(modeRauta, keepAlive); ok {
-		verdict := "met"
-		if v < targetRatio {
-			verdict = "NOT met"
-		}
-		fmt.Fprintf(b, "**rauta-l4 keep-alive req/s / kernel = %.2f (target ≥ %.2f)**: %s\n\n", v, targetRatio, verdict)
-	} else {
-		fmt.Fprintf(b, "**rauta-l4 keep-alive req/s / kernel = n/a (target ≥ %.2f)**: not measured\n\n", targetRatio)
-	}
-	r.writeHTTPTargets(b)
-	r.writeSlowTargets(b)
+	r.writeTargets(b)
+	r.writeXDPPass(b)
+	r.writeRSS(b)
 	fmt.Fprintf(b, "*Other load* is the share of the machine's CPU time that processes outside the bench (someone's compile, tests) used during the run. Runs above %.0f%% are marked `*` and left out of the medians, unless every round of that row is. The ratio compares such medians.\n\n", 100*otherLoadLimit)
 	fmt.Fprintf(b, "Modes, all to the same origin (nginx, %d worker(s), in backend namespace 1):\n\n", r.Settings.OriginWorkers)
 	for _, m := range r.Modes {
