@@ -98,3 +98,43 @@ func TestFmtLatency(t *testing.T) {
 		}
 	}
 }
+
+// TestReportTargets: each goal with its verdict, an informational ratio
+// without one, "not measured" for the required L4 goal, nothing for a goal
+// whose peer did not run (haproxy).
+func TestReportTargets(t *testing.T) {
+	modes, err := selectModes("kernel,rauta-l4,rauta-http,nginx-proxy,haproxy,rauta-slow,nginx-proxy-xdp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newReport(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), "rauta-bench",
+		hostInfo{Kernel: "Linux 6.18", CPU: "Test CPU", Cores: 2, Go: "go1.26"}, settings{Rounds: 1}, modes)
+	one := func(rps float64) []runResult { return []runResult{{wrkResult: wrkResult{ReqPerSec: rps}}} }
+	r.Runs[runKey{modeKernel, keepAlive}] = one(100000)
+	r.Runs[runKey{modeKernel, connClose}] = one(20000)
+	r.Runs[runKey{modeRautaHTTP, keepAlive}] = one(90000)
+	r.Runs[runKey{modeRautaHTTP, connClose}] = one(16000)
+	r.Runs[runKey{modeNginx, keepAlive}] = one(60000)
+	r.Runs[runKey{modeRautaSlow, keepAlive}] = one(48000)
+	r.Runs[runKey{modeNginxXDP, keepAlive}] = one(60000)
+	var b strings.Builder
+	if err := r.write(&b); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for _, want := range []string{
+		"**rauta-l4 keep-alive req/s / kernel = n/a (target ≥ 0.95)**: not measured",
+		"**rauta-http keep-alive req/s / nginx-proxy = 1.50 (target ≥ 1.50)**: met",
+		"**rauta-http keep-alive req/s / kernel = 0.90 (target ≥ 0.90)**: met",
+		"**rauta-http close req/s / kernel = 0.80 (target ≥ 0.85)**: NOT met",
+		"**rauta-slow keep-alive req/s / nginx-proxy = 0.80 (target ≥ 1.00)**: NOT met",
+		"**rauta-slow keep-alive req/s / nginx-proxy-xdp (same XDP on the veths) = 0.80**\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("report lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "/ haproxy =") {
+		t.Errorf("a goal against haproxy, which did not run:\n%s", out)
+	}
+}
