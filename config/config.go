@@ -90,6 +90,10 @@ type Config struct {
 type XDPMode string
 
 const (
+	// XDPModeAuto attaches in generic mode to veths, where it costs less
+	// than veth's native XDP, and in native mode elsewhere, falling back
+	// to generic when the driver has no native XDP (as `ip link set xdp`).
+	XDPModeAuto    XDPMode = "auto"
 	XDPModeNative  XDPMode = "native"
 	XDPModeGeneric XDPMode = "generic"
 )

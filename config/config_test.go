@@ -71,7 +71,7 @@ metrics:
 `,
 			want: &Config{
 				Interfaces: eth,
-				XDPMode:    XDPModeNative,
+				XDPMode:    XDPModeAuto,
 				BPFFS:      "/sys/fs/bpf/rauta",
 				Services: []Service{{
 					Name: "web", VIP: netip.MustParseAddr("10.0.0.100"), Port: 80, Protocol: ProtocolTCP, Pool: "app",
@@ -113,7 +113,7 @@ pools:
 `,
 			want: &Config{
 				Interfaces: []string{"eth1"},
-				XDPMode:    XDPModeNative,
+				XDPMode:    XDPModeAuto,
 				BPFFS:      "/sys/fs/bpf/rauta",
 				Services: []Service{{
 					Name: "site", VIP: netip.MustParseAddr("10.0.0.100"), Port: 80, Protocol: ProtocolHTTP,
@@ -245,7 +245,7 @@ slowpath:
 `,
 			want: &Config{
 				Interfaces: []string{"eth1"},
-				XDPMode:    XDPModeNative,
+				XDPMode:    XDPModeAuto,
 				BPFFS:      "/sys/fs/bpf/rauta",
 				Services: []Service{
 					{
@@ -341,7 +341,7 @@ func TestParseRejects(t *testing.T) {
 		{
 			name: "bad xdp_mode",
 			yaml: "interfaces: [eth1]\nxdp_mode: offload\n",
-			line: 2, field: "xdp_mode", msg: `invalid mode "offload" (valid: native, generic)`,
+			line: 2, field: "xdp_mode", msg: `invalid mode "offload" (valid: auto, native, generic)`,
 		},
 		{
 			name: "relative bpffs",

@@ -23,7 +23,7 @@ import (
 
 func (p *parser) config(root *yaml.Node) *Config {
 	cfg := &Config{
-		XDPMode: XDPModeNative,
+		XDPMode: XDPModeAuto,
 		BPFFS:   DefaultBPFFS,
 		Flows: Flows{
 			TCPIdleTimeout: DefaultTCPIdleTimeout,
@@ -111,14 +111,14 @@ func (p *parser) interfaces(n *yaml.Node) []string {
 func (p *parser) xdpMode(n *yaml.Node) XDPMode {
 	s, ok := p.str(n, "xdp_mode")
 	if !ok {
-		return XDPModeNative
+		return XDPModeAuto
 	}
 	switch mode := XDPMode(s); mode {
-	case XDPModeNative, XDPModeGeneric:
+	case XDPModeAuto, XDPModeNative, XDPModeGeneric:
 		return mode
 	}
-	p.errorf(n, "xdp_mode", "invalid mode %q (valid: native, generic)", s)
-	return XDPModeNative
+	p.errorf(n, "xdp_mode", "invalid mode %q (valid: auto, native, generic)", s)
+	return XDPModeAuto
 }
 
 func (p *parser) bpffs(n *yaml.Node) string {

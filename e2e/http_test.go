@@ -11,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
+
 	"github.com/rauta-lb/rauta/tools/testbed"
 )
 
@@ -167,4 +170,57 @@ func TestHTTPFastPathUnderWrk(t *testing.T) {
 		t.Fatalf("wrk completed %d requests in 3s, want at least 1,000:\n%s", requests, text)
 	}
 	t.Logf("wrk: %d requests, no errors", requests)
+}
+
+// The fast path in every attach mode on one testbed: auto (generic on
+// these veths, see loader.attachMode), and native and generic as
+// configured. Native is the mode whose redirects land in the peer veth's
+// NAPI, generic the one whose redirects are skbs.
+func TestHTTPFastPathInEveryAttachMode(t *testing.T) {
+	requireRoot(t)
+	t.Parallel()
+	tb := testbed.NewT(t, testbed.Options{Backends: 3})
+	startBackends(t, tb)
+	for _, m := range []struct {
+		mode     string
+		attached uint8
+	}{
+		{"auto", nl.XDP_ATTACHED_SKB},
+		{"native", nl.XDP_ATTACHED_DRV},
+		{"generic", nl.XDP_ATTACHED_SKB},
+	} {
+		d := startDaemon(t, tb, strings.Replace(httpConfig, "bpffs:", "xdp_mode: "+m.mode+"\nbpffs:", 1))
+		assertXDPMode(t, tb, m.attached)
+		out := curl(t, tb, "-H", "Host: api.example.com", "-D", "-", vipURL+"v1/users")
+		if !strings.Contains(out, "X-Backend: b1") {
+			t.Errorf("xdp_mode %s: /v1/users on api.example.com not answered by b1:\n%s", m.mode, out)
+		}
+		c := client(tb, true)
+		checkDownload(t, c, fmt.Sprintf("%sbytes/%d", vipURL, 4<<20), 4<<20)
+		checkUpload(t, c, vipURL+"upload", 1<<20)
+		c.CloseIdleConnections()
+		d.stop()
+		assertNoXDP(t, tb)
+	}
+}
+
+// assertXDPMode checks how the program is attached to the LB's interfaces
+// (nl.XDP_ATTACHED_DRV or _SKB).
+func assertXDPMode(t *testing.T, tb *testbed.Testbed, want uint8) {
+	t.Helper()
+	err := tb.LB.Do(func() error {
+		for _, name := range []string{tb.LBClientIface, tb.LBBackendIface} {
+			l, err := netlink.LinkByName(name)
+			if err != nil {
+				return err
+			}
+			if x := l.Attrs().Xdp; x == nil || x.AttachMode != uint32(want) {
+				return fmt.Errorf("%s: XDP attach mode %+v, want %d", name, x, want)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }
