@@ -6,8 +6,12 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 
 	"github.com/rauta-lb/rauta/certs"
 	"github.com/rauta-lb/rauta/tools/testbed"
@@ -156,6 +160,7 @@ func (b *bench) measureRauta(ctx context.Context, round int, m mode) (err error)
 	d, err := startRauta(ctx, tb, b.dir, rautaConfig{
 		Interfaces: []string{tb.LBClientIface, tb.LBBackendIface},
 		BPFFS:      bpffsDir(),
+		XDPMode:    b.opts.Load.XDPMode,
 		VIP:        m.target(tb).Addr(),
 		Port:       m.target(tb).Port(),
 		HTTPPort:   rautaHTTPPort,
@@ -164,7 +169,7 @@ func (b *bench) measureRauta(ctx context.Context, round int, m mode) (err error)
 	if err != nil {
 		return err
 	}
-	b.log.Info("rauta daemon started; XDP attached", "netns", tb.LB.Name, "interfaces", []string{tb.LBClientIface, tb.LBBackendIface})
+	b.log.Info("rauta daemon started; XDP attached", "netns", tb.LB.Name, "interfaces", []string{tb.LBClientIface, tb.LBBackendIface}, "mode", b.noteAttachMode())
 	defer func() {
 		err = errors.Join(err, d.stop())
 		b.log.Info("rauta daemon stopped; XDP detached")
@@ -227,6 +232,7 @@ func (b *bench) measureRautaProc(ctx context.Context, round int) (err error) {
 	cfg := rautaConfig{
 		Interfaces:  []string{tb.LBClientIface, tb.LBBackendIface},
 		BPFFS:       bpffsDir() + "-proc",
+		XDPMode:     b.opts.Load.XDPMode,
 		VIP:         tb.VIPs[0],
 		Port:        originPort,
 		HTTPPort:    rautaHTTPPort,
@@ -241,7 +247,7 @@ func (b *bench) measureRautaProc(ctx context.Context, round int) (err error) {
 	if err != nil {
 		return err
 	}
-	b.log.Info("rauta process started; XDP attached", "pid", p.pid(), "netns", tb.LB.Name)
+	b.log.Info("rauta process started; XDP attached", "pid", p.pid(), "netns", tb.LB.Name, "mode", b.noteAttachMode())
 	defer func() {
 		err = errors.Join(err, p.stop())
 		b.log.Info("rauta process stopped; XDP detached")
@@ -369,4 +375,40 @@ func (b *bench) xdpBench(ctx context.Context) *xdpBench {
 	res := runXDPBench(ctx, dir, b.opts.XDPBenchtime)
 	b.log.Info("XDP benchmarks done", "results", len(res.Results))
 	return &res
+}
+
+// noteAttachMode records for the report how the kernel attached XDP to the
+// LB's veths, and returns it.
+func (b *bench) noteAttachMode() string {
+	mode := "unknown"
+	err := b.tb.LB.Do(func() error {
+		for _, name := range []string{b.tb.LBClientIface, b.tb.LBBackendIface} {
+			l, err := netlink.LinkByName(name)
+			if err != nil {
+				return err
+			}
+			m := "none"
+			if x := l.Attrs().Xdp; x != nil {
+				switch x.AttachMode {
+				case nl.XDP_ATTACHED_DRV:
+					m = "native"
+				case nl.XDP_ATTACHED_SKB:
+					m = "generic"
+				}
+			}
+			if name == b.tb.LBClientIface {
+				mode = m
+			} else if m != mode {
+				mode += "/" + m
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		b.log.Warn("cannot read the XDP attach mode", "err", err)
+	}
+	if !slices.Contains(b.rep.Attached, mode) {
+		b.rep.Attached = append(b.rep.Attached, mode)
+	}
+	return mode
 }

@@ -61,6 +61,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.QuietWait, "quiet-wait", 2*time.Minute, "before each mode and style, wait up to this long for the CPUs to be 90% idle (others' load skews results; 0: don't wait)")
 	fs.BoolVar(&o.ProgStats, "xdp-prog-stats", false, "have the kernel time the XDP program during the rauta-l4 runs (BPF run-time stats; adds two clock reads per packet)")
 	fs.StringVar(&o.XDPBenchtime, "xdp-benchtime", "2000000x", "-benchtime for the XDP benchmarks")
+	fs.StringVar(&o.Load.XDPMode, "xdp-mode", "auto", "xdp_mode of the rauta daemons: auto (generic on veths), native or generic")
 	fs.IntVar(&o.Load.OriginWorkers, "origin-workers", runtime.NumCPU(), "worker processes of the origin nginx every mode reaches (default: one per CPU, so the origin does not cap the fast modes)")
 	fs.IntVar(&o.RSSConns, "rss-conns", 1000, "keep-alive connections of the rauta-slow memory run, during which the daemon's RSS is sampled")
 	fs.DurationVar(&o.RSSDuration, "rss-duration", 5*time.Second, "length of the rauta-slow memory run (whole seconds, 0 to skip it)")
@@ -97,6 +98,8 @@ func (s settings) validate() error {
 		return fmt.Errorf("-duration %v: wrk takes whole seconds, at least 1s", s.Duration)
 	case s.Warmup < 0 || s.Warmup%time.Second != 0:
 		return fmt.Errorf("-warmup %v: wrk takes whole seconds (0 for no warm-up)", s.Warmup)
+	case s.XDPMode != "auto" && s.XDPMode != "native" && s.XDPMode != "generic":
+		return fmt.Errorf("-xdp-mode %q: want auto, native or generic", s.XDPMode)
 	case s.OriginWorkers < 1:
 		return fmt.Errorf("-origin-workers %d: need at least 1", s.OriginWorkers)
 	}

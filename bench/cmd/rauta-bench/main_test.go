@@ -16,7 +16,7 @@ func TestParseFlagsDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := settings{Rounds: 5, Threads: 2, Conns: 64, Duration: 10 * time.Second, Warmup: 2 * time.Second, OriginWorkers: runtime.NumCPU()}
+	want := settings{Rounds: 5, Threads: 2, Conns: 64, Duration: 10 * time.Second, Warmup: 2 * time.Second, XDPMode: "auto", OriginWorkers: runtime.NumCPU()}
 	if o.Load != want {
 		t.Errorf("defaults = %+v, want %+v", o.Load, want)
 	}
@@ -31,6 +31,7 @@ func TestParseFlagsRejects(t *testing.T) {
 		{"-duration", "1500ms"},
 		{"-warmup", "-1s"},
 		{"-origin-workers", "0"},
+		{"-xdp-mode", "offload"},
 		{"-conns", "1", "-threads", "2"},
 		{"-modes", "kernel,bogus"},
 		{"-modes", "kernel,kernel"},

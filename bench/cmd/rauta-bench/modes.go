@@ -25,8 +25,8 @@ const (
 	modeNginxTLS  = "nginx-tls"
 	// nginx-proxy again, measured while the rauta process of the slow-path
 	// modes has its XDP program on the LB's veths (rautaproc.go): on veth
-	// any native XDP program costs every packet, which nginx-proxy does
-	// not pay and rauta-slow does.
+	// any XDP program, native or generic, costs every packet a copy,
+	// which nginx-proxy does not pay and rauta-slow does.
 	modeNginxXDP = "nginx-proxy-xdp"
 )
 
@@ -155,7 +155,7 @@ var allModes = []mode{
 		Name:       modeNginxXDP,
 		Ports:      clientPorts(3), // nginx-proxy's target, so not its slice; shared with haproxy and rauta-tls: other targets
 		Terminates: true,
-		Desc:       "the same nginx reverse proxy as nginx-proxy, measured while rauta-slow's `rauta run` process has its XDP program attached to the LB's eth1 and eth2: nginx's address is no rauta service, so XDP passes every packet to the kernel (XDP_PASS), but on veth that costs a copy of each cloned skb, which nginx-proxy without XDP does not pay; runs with rauta-slow's daemon",
+		Desc:       "the same nginx reverse proxy as nginx-proxy, measured while rauta-slow's `rauta run` process has its XDP program attached to the LB's eth1 and eth2: nginx's address is no rauta service, so XDP passes every packet to the kernel (XDP_PASS), but on veth running XDP at all costs a copy of each cloned skb, which nginx-proxy without XDP does not pay; runs with rauta-slow's daemon",
 		target: func(tb *testbed.Testbed) netip.AddrPort {
 			return netip.AddrPortFrom(tb.LBClientAddr, nginxPort)
 		},

@@ -36,6 +36,8 @@ type settings struct {
 	Conns    int
 	Duration time.Duration
 	Warmup   time.Duration
+	// XDPMode is the daemons' xdp_mode.
+	XDPMode string
 	// OriginWorkers is the origin nginx's worker_processes. With fewer
 	// workers than CPUs the origin, not the path under test, capped the
 	// fast modes: kernel forwarding left 16% of the CPUs idle at 1 worker.
@@ -66,6 +68,9 @@ type report struct {
 	// RSSCommand the wrk command of each.
 	RSS        []rssResult
 	RSSCommand string
+	// Attached is how the kernel attached the daemons' XDP program to the
+	// LB's veths (native or generic), which xdp_mode auto decides.
+	Attached []string
 }
 
 func newReport(started time.Time, command string, host hostInfo, s settings, modes []mode) *report {
@@ -300,6 +305,9 @@ func (r *report) writeHeader(b *strings.Builder) {
 		tools = append(tools, t.Version)
 	}
 	fmt.Fprintf(b, "- Software: %s\n", strings.Join(tools, "; "))
+	if len(r.Attached) > 0 {
+		fmt.Fprintf(b, "- rauta's XDP program: `xdp_mode: %s`, attached to the LB's veths in %s mode\n", s.XDPMode, strings.Join(r.Attached, " and "))
+	}
 	if r.Host.IdleBefore >= 0 {
 		note := ""
 		if r.Host.IdleBefore < quietIdle {
