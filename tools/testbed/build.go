@@ -285,8 +285,10 @@ func addDefaultRoute(h *netlink.Handle, iface string, gateway netip.Addr) error 
 //   - tx checksumming off on the senders, so packets carry complete
 //     checksums that XDP can patch incrementally instead of partial ones;
 //   - GRO on where XDP_TX / XDP_REDIRECT frames arrive (client eth0 and the
-//     switch's "lb" port): a veth only accepts such frames when its peer
-//     receive path runs NAPI, which GRO (or an XDP program) enables.
+//     switch's "lb" port): in native mode a veth only accepts such frames
+//     when its peer receive path runs NAPI, which GRO (or an XDP program)
+//     enables. Generic mode (xdp_mode auto on veths) redirects skbs and
+//     needs neither.
 //
 // GRO stays off (the veth default) everywhere else.
 func (b *builder) setOffloads() error {
