@@ -217,8 +217,9 @@ type modePlan struct {
 // cloned skb (TCP transmits clones) into a page-pool buffer before the
 // program runs, and rebuilds every redirected frame into an skb at the
 // peer's NAPI; generic mode makes the same copy but redirects the skb
-// itself. On the bench's veth testbed that is 2 µs less CPU per keep-alive
-// request through the HTTP fast path (docs/ARCHITECTURE.md).
+// itself. On the bench's veth testbed that is about 1 µs (5%) less CPU
+// per keep-alive request through the HTTP fast path (docs/ARCHITECTURE.md,
+// "Attach mode").
 func attachMode(mode, linkType string) (modePlan, error) {
 	switch mode {
 	case ModeNative:
