@@ -38,6 +38,14 @@ const (
 	// HAProxy; idle_timeout bounds every wait instead.
 	DefaultRequestTimeout = time.Duration(0)
 	DefaultMaxHeaderBytes = 8192
+
+	// Health checks, as HAProxy's (inter 2s, fall 3, rise 2).
+	DefaultHealthInterval = 2 * time.Second
+	DefaultHealthTimeout  = time.Second
+	DefaultHealthFall     = 3
+	DefaultHealthRise     = 2
+	// MaxHealthCount bounds fall and rise.
+	MaxHealthCount = 100
 )
 
 // Bounds on slowpath.max_header_bytes. Below 1 KiB ordinary browser
@@ -168,6 +176,24 @@ type Pool struct {
 	Name       string
 	MaglevSize uint32 // prime
 	Backends   []Backend
+	// HealthCheck probes every backend; nil: none, every backend counts
+	// as up (HAProxy without `check`, nginx's open-source default).
+	HealthCheck *HealthCheck
+}
+
+// HealthCheck is a pool's active check of its backends. A backend goes down
+// after Fall failed probes in a row and up after Rise good ones; a down
+// backend gets no new flows or requests (as weight 0), its established
+// flows stay.
+type HealthCheck struct {
+	Interval time.Duration // between probes of one backend
+	Timeout  time.Duration // one probe; at most Interval
+	Fall     int
+	Rise     int
+	// HTTPPath, if set, makes a probe a GET of this path with the
+	// backend's address as Host, healthy on 2xx and 3xx; otherwise a
+	// probe is a TCP connect.
+	HTTPPath string
 }
 
 // Backend is one server of a pool.

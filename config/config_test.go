@@ -160,12 +160,14 @@ services:
 pools:
   resolvers:
     maglev_size: 7
+    health_check: {interval: 500ms, timeout: 500ms, fall: 1, rise: 5, http_path: "/healthz?deep=1"}
     backends:
       - address: 10.0.1.1:53
         weight: 0
       - address: 10.0.1.2:53
         weight: 1000
   spare: # used by no service: fine
+    health_check: {}
     backends: [{address: 10.0.9.9:53}]
 flows:
   tcp_idle_timeout: 1h
@@ -186,9 +188,11 @@ flows:
 				Pools: []Pool{{Name: "resolvers", MaglevSize: 7, Backends: []Backend{
 					{Address: netip.MustParseAddrPort("10.0.1.1:53"), Weight: 0},
 					{Address: netip.MustParseAddrPort("10.0.1.2:53"), Weight: 1000},
-				}}, {Name: "spare", MaglevSize: maglev.DefaultSize, Backends: []Backend{
+				}, HealthCheck: &HealthCheck{Interval: 500 * time.Millisecond, Timeout: 500 * time.Millisecond, Fall: 1, Rise: 5, HTTPPath: "/healthz?deep=1"},
+				}, {Name: "spare", MaglevSize: maglev.DefaultSize, Backends: []Backend{
 					{Address: netip.MustParseAddrPort("10.0.9.9:53"), Weight: 1},
-				}}},
+				}, HealthCheck: &HealthCheck{Interval: 2 * time.Second, Timeout: time.Second, Fall: 3, Rise: 2},
+				}},
 				Flows:    Flows{TCPIdleTimeout: time.Hour, UDPIdleTimeout: 90 * time.Second, ClosedTimeout: 2 * time.Second},
 				Slowpath: defaultSlowpath,
 			},
@@ -337,6 +341,31 @@ func TestParseRejects(t *testing.T) {
 			name: "missing interfaces",
 			yaml: "xdp_mode: native\n",
 			line: 1, field: "interfaces", msg: "required field is missing",
+		},
+		{
+			name: "health check timeout past its interval",
+			yaml: "interfaces: [eth1]\npools:\n  app:\n    health_check: {interval: 1s, timeout: 2s}\n    backends: [{address: 10.0.1.11:80}]\n",
+			line: 4, field: "pools.app.health_check.timeout", msg: "2s is longer than the interval (1s): probes of one backend would overlap",
+		},
+		{
+			name: "health check timeout past the default interval",
+			yaml: "interfaces: [eth1]\npools:\n  app:\n    health_check:\n      timeout: 3s\n    backends: [{address: 10.0.1.11:80}]\n",
+			line: 5, field: "pools.app.health_check.timeout", msg: "3s is longer than the interval (2s): probes of one backend would overlap",
+		},
+		{
+			name: "health check fall 0",
+			yaml: "interfaces: [eth1]\npools:\n  app:\n    health_check: {fall: 0}\n    backends: [{address: 10.0.1.11:80}]\n",
+			line: 4, field: "pools.app.health_check.fall", msg: "0 is out of range 1..100",
+		},
+		{
+			name: "health check path not origin-form",
+			yaml: "interfaces: [eth1]\npools:\n  app:\n    health_check: {http_path: healthz}\n    backends: [{address: 10.0.1.11:80}]\n",
+			line: 4, field: "pools.app.health_check.http_path", msg: `"healthz" is not an origin-form path: it must start with / and contain no spaces or control characters`,
+		},
+		{
+			name: "health check unknown field",
+			yaml: "interfaces: [eth1]\npools:\n  app:\n    health_check: {port: 81}\n    backends: [{address: 10.0.1.11:80}]\n",
+			line: 4, field: "pools.app.health_check.port", msg: `unknown field "port" (valid: interval, timeout, fall, rise, http_path)`,
 		},
 		{
 			name: "bad xdp_mode",

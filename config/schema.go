@@ -166,7 +166,7 @@ func (p *parser) pools(n *yaml.Node) ([]Pool, poolSet) {
 }
 
 func (p *parser) pool(n *yaml.Node, at, name string) (Pool, bool) {
-	obj, ok := p.object(n, at, "maglev_size", "backends")
+	obj, ok := p.object(n, at, "maglev_size", "health_check", "backends")
 	if !ok {
 		return Pool{}, false
 	}
@@ -181,6 +181,9 @@ func (p *parser) pool(n *yaml.Node, at, name string) (Pool, bool) {
 	}
 	if n, ok := p.required(obj, "backends"); ok {
 		pool.Backends = p.backends(n, field(at, "backends"))
+	}
+	if n, ok := obj.values["health_check"]; ok {
+		pool.HealthCheck = p.healthCheck(n, field(at, "health_check"))
 	}
 	if len(p.errs) != errs {
 		return Pool{}, false
@@ -205,6 +208,43 @@ func (p *parser) pool(n *yaml.Node, at, name string) (Pool, bool) {
 		return Pool{}, false
 	}
 	return pool, true
+}
+
+func (p *parser) healthCheck(n *yaml.Node, at string) *HealthCheck {
+	obj, ok := p.object(n, at, "interval", "timeout", "fall", "rise", "http_path")
+	if !ok {
+		return nil
+	}
+	hc := &HealthCheck{Interval: DefaultHealthInterval, Timeout: DefaultHealthTimeout, Fall: DefaultHealthFall, Rise: DefaultHealthRise}
+	if n, ok := obj.values["interval"]; ok {
+		hc.Interval, _ = p.duration(n, field(at, "interval"))
+	}
+	if n, ok := obj.values["timeout"]; ok {
+		hc.Timeout, _ = p.duration(n, field(at, "timeout"))
+	}
+	if n, ok := obj.values["fall"]; ok {
+		v, _ := p.integer(n, field(at, "fall"), 1, MaxHealthCount)
+		hc.Fall = int(v)
+	}
+	if n, ok := obj.values["rise"]; ok {
+		v, _ := p.integer(n, field(at, "rise"), 1, MaxHealthCount)
+		hc.Rise = int(v)
+	}
+	if n, ok := obj.values["http_path"]; ok {
+		path, ok := p.str(n, field(at, "http_path"))
+		if ok && (!strings.HasPrefix(path, "/") || strings.ContainsAny(path, " \t\r\n")) {
+			p.errorf(n, field(at, "http_path"), "%q is not an origin-form path: it must start with / and contain no spaces or control characters", path)
+		}
+		hc.HTTPPath = path
+	}
+	if hc.Timeout > hc.Interval && hc.Interval > 0 {
+		tAt := obj.at
+		if n, ok := obj.values["timeout"]; ok {
+			tAt = n
+		}
+		p.errorf(tAt, field(at, "timeout"), "%v is longer than the interval (%v): probes of one backend would overlap", hc.Timeout, hc.Interval)
+	}
+	return hc
 }
 
 func (p *parser) backends(n *yaml.Node, at string) []Backend {

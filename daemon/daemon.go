@@ -19,6 +19,7 @@ import (
 
 	"github.com/rauta-lb/rauta/config"
 	"github.com/rauta-lb/rauta/flowcache"
+	"github.com/rauta-lb/rauta/health"
 	"github.com/rauta-lb/rauta/loader"
 	"github.com/rauta-lb/rauta/metrics"
 	"github.com/rauta-lb/rauta/xdp"
@@ -56,6 +57,10 @@ type Daemon struct {
 	reloads   *prometheus.CounterVec
 	slow      *slowPath
 	stashes   *flowcache.StashGC
+	health    *health.Monitor
+	// cfg is the configuration file as last loaded; what is programmed
+	// is cfg with the backends health checks found down drained.
+	cfg *config.Config
 }
 
 // ErrUnsupported marks configuration this build cannot run yet.
@@ -83,6 +88,7 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return err
 	}
+	d.cfg = cfg
 	d.loader, err = loader.Load(loader.Options{PinPath: cfg.BPFFS, Logger: d.log})
 	if err != nil {
 		return err
@@ -105,6 +111,11 @@ func Run(ctx context.Context, opts Options) error {
 	if err := d.slow.apply(cfg); err != nil {
 		return err
 	}
+	// Every backend starts up (HAProxy's default), so what was just
+	// programmed stands until a check fails.
+	d.health = health.New(health.Options{Dial: netnsDial(opts.InNetns), Logger: d.log.With("component", "health")})
+	defer d.health.Close()
+	d.health.Set(healthTargets(cfg))
 	d.flows = flowcache.New(d.loader.Objects().Flows)
 	d.stashes = flowcache.NewStashGC(d.loader.Objects().Stash)
 	d.setTimeouts(cfg)
@@ -136,6 +147,8 @@ func Run(ctx context.Context, opts Options) error {
 			return nil
 		case <-opts.Reload:
 			d.reload(cfg.Interfaces)
+		case <-d.health.Changed():
+			d.applyHealth()
 		case <-gc.C:
 			d.collectFlows()
 		}
@@ -210,28 +223,51 @@ func StateFromConfig(file string, cfg *config.Config) (loader.State, error) {
 // running configuration in place. Interfaces are fixed for the life of the
 // process: changing them needs a restart.
 func (d *Daemon) reload(attached []string) {
-	cfg, state, err := d.loadConfig()
+	file, _, err := d.loadConfig()
+	if err == nil {
+		if fmt.Sprint(file.Interfaces) != fmt.Sprint(attached) {
+			d.log.Warn("interfaces changed in the file; restart rauta to apply", "attached", attached, "file", file.Interfaces)
+		}
+		d.setTimeouts(file)
+		d.health.Set(healthTargets(file))
+		err = d.program(file, d.health.Down(), d.slow.apply)
+	}
 	if err != nil {
 		d.reloads.WithLabelValues("error").Inc()
-		d.log.Error("reload refused; keeping the running configuration", "error", err)
-		return
-	}
-	if fmt.Sprint(cfg.Interfaces) != fmt.Sprint(attached) {
-		d.log.Warn("interfaces changed in the file; restart rauta to apply", "attached", attached, "file", cfg.Interfaces)
-	}
-	if err := d.loader.Apply(state); err != nil {
-		d.reloads.WithLabelValues("error").Inc()
-		d.log.Error("reload failed while programming maps", "error", err)
-		return
-	}
-	d.setTimeouts(cfg)
-	if err := d.slow.apply(cfg); err != nil {
-		d.reloads.WithLabelValues("error").Inc()
-		d.log.Error("reload of the slow path incomplete", "error", err)
+		d.log.Error("reload failed; what could not be applied keeps the running configuration", "error", err)
 		return
 	}
 	d.reloads.WithLabelValues("ok").Inc()
-	d.log.Info("configuration reloaded", "services", len(cfg.Services), "pools", len(cfg.Pools))
+	d.log.Info("configuration reloaded", "services", len(file.Services), "pools", len(file.Pools))
+}
+
+// program writes file, with the down backends drained, into the maps and
+// hands it to slow (the slow path's apply on a reload, its router only on
+// a health change). file becomes d.cfg once the maps took it.
+func (d *Daemon) program(file *config.Config, down map[health.Key]bool, slow func(*config.Config) error) error {
+	cfg := withHealth(file, down, d.log)
+	state, err := StateFromConfig(d.opts.ConfigPath, cfg)
+	if err != nil {
+		return err
+	}
+	if err := d.loader.Apply(state); err != nil {
+		return fmt.Errorf("program maps: %w", err)
+	}
+	d.cfg = file
+	if err := slow(cfg); err != nil {
+		return fmt.Errorf("slow path incomplete: %w", err)
+	}
+	return nil
+}
+
+// applyHealth reprograms after backends went up or down.
+func (d *Daemon) applyHealth() {
+	down := d.health.Down()
+	if err := d.program(d.cfg, down, d.slow.route); err != nil {
+		d.log.Error("health change not applied", "error", err)
+		return
+	}
+	d.log.Info("health change applied", "backends_down", len(down))
 }
 
 func (d *Daemon) setTimeouts(cfg *config.Config) {
@@ -292,6 +328,7 @@ func (d *Daemon) serveMetrics(listen string) (stop func(), err error) {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 	reg.MustRegister(d.slow.proxy.Collectors()...)
+	reg.MustRegister(d.health)
 	if handoff := d.loader.Handoff(); handoff != nil {
 		reg.MustRegister(metrics.NewHandoff(handoff.Counters, d.log))
 	}

@@ -68,6 +68,7 @@ func limitMemory() {
 func newSlowPath(cfg *config.Config, log *slog.Logger, inNetns func(fn func() error) error) *slowPath {
 	sp := cfg.Slowpath
 	limitMemory()
+	dial := netnsDial(inNetns)
 	return &slowPath{
 		log: log,
 		proxy: slowpath.New(slowpath.Options{
@@ -81,13 +82,9 @@ func newSlowPath(cfg *config.Config, log *slog.Logger, inNetns func(fn func() er
 			// Backends are reached from the data path's namespace, which
 			// is not the process's own under `rauta demo`.
 			Dial: func(network, address string, timeout time.Duration) (net.Conn, error) {
-				var conn net.Conn
-				err := inNetns(func() error {
-					var err error
-					conn, err = net.DialTimeout(network, address, timeout)
-					return err
-				})
-				return conn, err
+				ctx, cancel := context.WithTimeout(context.Background(), timeout)
+				defer cancel()
+				return dial(ctx, network, address)
 			},
 		}),
 		inNetns: inNetns,
@@ -100,11 +97,9 @@ func newSlowPath(cfg *config.Config, log *slog.Logger, inNetns func(fn func() er
 // for new services and closed for removed ones, certificates reloaded.
 // Connections already accepted keep going on a closed listener.
 func (s *slowPath) apply(cfg *config.Config) error {
-	table, err := router.New(cfg)
-	if err != nil {
-		return fmt.Errorf("slow path: %w", err)
+	if err := s.route(cfg); err != nil {
+		return err
 	}
-	s.proxy.SetRouter(table)
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -147,6 +142,18 @@ func (s *slowPath) apply(cfg *config.Config) error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// route switches the proxy to cfg's routing table (routes, pools,
+// weights), leaving listeners and certificates alone: what a backend going
+// up or down changes.
+func (s *slowPath) route(cfg *config.Config) error {
+	table, err := router.New(cfg)
+	if err != nil {
+		return fmt.Errorf("slow path: %w", err)
+	}
+	s.proxy.SetRouter(table)
+	return nil
 }
 
 func (s *slowPath) serve(addr netip.AddrPort, svc config.Service) error {
