@@ -46,6 +46,10 @@ const (
 	DefaultHealthRise     = 2
 	// MaxHealthCount bounds fall and rise.
 	MaxHealthCount = 100
+	// MinHealthInterval and MinHealthTimeout keep probing from becoming a
+	// busy loop (and a probe from being unanswerable).
+	MinHealthInterval = 100 * time.Millisecond
+	MinHealthTimeout  = 10 * time.Millisecond
 )
 
 // Bounds on slowpath.max_header_bytes. Below 1 KiB ordinary browser

@@ -160,7 +160,7 @@ services:
 pools:
   resolvers:
     maglev_size: 7
-    health_check: {interval: 500ms, timeout: 500ms, fall: 1, rise: 5, http_path: "/healthz?deep=1"}
+    health_check: {interval: 500ms, fall: 1, rise: 5, http_path: "/healthz?deep=1"} # timeout: the interval
     backends:
       - address: 10.0.1.1:53
         weight: 0
@@ -345,12 +345,22 @@ func TestParseRejects(t *testing.T) {
 		{
 			name: "health check timeout past its interval",
 			yaml: "interfaces: [eth1]\npools:\n  app:\n    health_check: {interval: 1s, timeout: 2s}\n    backends: [{address: 10.0.1.11:80}]\n",
-			line: 4, field: "pools.app.health_check.timeout", msg: "2s is longer than the interval (1s): probes of one backend would overlap",
+			line: 4, field: "pools.app.health_check.timeout", msg: "2s is longer than the interval (1s): a probe must end before the next one is due",
 		},
 		{
 			name: "health check timeout past the default interval",
 			yaml: "interfaces: [eth1]\npools:\n  app:\n    health_check:\n      timeout: 3s\n    backends: [{address: 10.0.1.11:80}]\n",
-			line: 5, field: "pools.app.health_check.timeout", msg: "3s is longer than the interval (2s): probes of one backend would overlap",
+			line: 5, field: "pools.app.health_check.timeout", msg: "3s is longer than the interval (2s): a probe must end before the next one is due",
+		},
+		{
+			name: "health check interval too short",
+			yaml: "interfaces: [eth1]\npools:\n  app:\n    health_check: {interval: 50ms, timeout: 20ms}\n    backends: [{address: 10.0.1.11:80}]\n",
+			line: 4, field: "pools.app.health_check.interval", msg: "50ms is shorter than 100ms: every backend would be probed in a tight loop",
+		},
+		{
+			name: "health check path with a control character",
+			yaml: "interfaces: [eth1]\npools:\n  app:\n    health_check: {http_path: \"/a\\x01b\"}\n    backends: [{address: 10.0.1.11:80}]\n",
+			line: 4, field: "pools.app.health_check.http_path", msg: `"/a\x01b" is not an origin-form path: it must start with / and contain no spaces or control characters`,
 		},
 		{
 			name: "health check fall 0",

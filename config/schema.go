@@ -215,12 +215,21 @@ func (p *parser) healthCheck(n *yaml.Node, at string) *HealthCheck {
 	if !ok {
 		return nil
 	}
-	hc := &HealthCheck{Interval: DefaultHealthInterval, Timeout: DefaultHealthTimeout, Fall: DefaultHealthFall, Rise: DefaultHealthRise}
+	hc := &HealthCheck{Interval: DefaultHealthInterval, Fall: DefaultHealthFall, Rise: DefaultHealthRise}
 	if n, ok := obj.values["interval"]; ok {
 		hc.Interval, _ = p.duration(n, field(at, "interval"))
+		if hc.Interval > 0 && hc.Interval < MinHealthInterval {
+			p.errorf(n, field(at, "interval"), "%v is shorter than %v: every backend would be probed in a tight loop", hc.Interval, MinHealthInterval)
+		}
 	}
+	// An unset timeout is the default or the interval, whichever is
+	// shorter (HAProxy's check timeout defaults to the interval).
+	hc.Timeout = min(DefaultHealthTimeout, hc.Interval)
 	if n, ok := obj.values["timeout"]; ok {
 		hc.Timeout, _ = p.duration(n, field(at, "timeout"))
+		if hc.Timeout > 0 && hc.Timeout < MinHealthTimeout {
+			p.errorf(n, field(at, "timeout"), "%v is shorter than %v: no backend could answer in time", hc.Timeout, MinHealthTimeout)
+		}
 	}
 	if n, ok := obj.values["fall"]; ok {
 		v, _ := p.integer(n, field(at, "fall"), 1, MaxHealthCount)
@@ -232,7 +241,7 @@ func (p *parser) healthCheck(n *yaml.Node, at string) *HealthCheck {
 	}
 	if n, ok := obj.values["http_path"]; ok {
 		path, ok := p.str(n, field(at, "http_path"))
-		if ok && (!strings.HasPrefix(path, "/") || strings.ContainsAny(path, " \t\r\n")) {
+		if ok && (!strings.HasPrefix(path, "/") || strings.ContainsFunc(path, func(r rune) bool { return r <= ' ' || r == 0x7f })) {
 			p.errorf(n, field(at, "http_path"), "%q is not an origin-form path: it must start with / and contain no spaces or control characters", path)
 		}
 		hc.HTTPPath = path
@@ -242,7 +251,7 @@ func (p *parser) healthCheck(n *yaml.Node, at string) *HealthCheck {
 		if n, ok := obj.values["timeout"]; ok {
 			tAt = n
 		}
-		p.errorf(tAt, field(at, "timeout"), "%v is longer than the interval (%v): probes of one backend would overlap", hc.Timeout, hc.Interval)
+		p.errorf(tAt, field(at, "timeout"), "%v is longer than the interval (%v): a probe must end before the next one is due", hc.Timeout, hc.Interval)
 	}
 	return hc
 }

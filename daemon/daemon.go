@@ -58,6 +58,8 @@ type Daemon struct {
 	slow      *slowPath
 	stashes   *flowcache.StashGC
 	health    *health.Monitor
+	// healthPending: the last health change failed to apply.
+	healthPending bool
 	// cfg is the configuration file as last loaded; what is programmed
 	// is cfg with the backends health checks found down drained.
 	cfg *config.Config
@@ -151,6 +153,9 @@ func Run(ctx context.Context, opts Options) error {
 			d.applyHealth()
 		case <-gc.C:
 			d.collectFlows()
+			if d.healthPending {
+				d.applyHealth()
+			}
 		}
 	}
 }
@@ -228,23 +233,30 @@ func (d *Daemon) reload(attached []string) {
 		if fmt.Sprint(file.Interfaces) != fmt.Sprint(attached) {
 			d.log.Warn("interfaces changed in the file; restart rauta to apply", "attached", attached, "file", file.Interfaces)
 		}
-		d.setTimeouts(file)
-		d.health.Set(healthTargets(file))
-		err = d.program(file, d.health.Down(), d.slow.apply)
+		// Probe states are keyed by pool and backend, so the down set of
+		// the running file applies to the new one; its targets are
+		// checked once the maps took it.
+		err = d.program(file, d.health.Down(), d.slow.apply, func() {
+			d.setTimeouts(file)
+			d.health.Set(healthTargets(file))
+		})
 	}
 	if err != nil {
 		d.reloads.WithLabelValues("error").Inc()
 		d.log.Error("reload failed; what could not be applied keeps the running configuration", "error", err)
 		return
 	}
+	d.healthPending = false
 	d.reloads.WithLabelValues("ok").Inc()
 	d.log.Info("configuration reloaded", "services", len(file.Services), "pools", len(file.Pools))
 }
 
 // program writes file, with the down backends drained, into the maps and
 // hands it to slow (the slow path's apply on a reload, its router only on
-// a health change). file becomes d.cfg once the maps took it.
-func (d *Daemon) program(file *config.Config, down map[health.Key]bool, slow func(*config.Config) error) error {
+// a health change). Once the maps took it, file becomes d.cfg and
+// applied runs (nil: nothing more to switch); before that, a failure
+// changes nothing.
+func (d *Daemon) program(file *config.Config, down map[health.Key]bool, slow func(*config.Config) error, applied func()) error {
 	cfg := withHealth(file, down, d.log)
 	state, err := StateFromConfig(d.opts.ConfigPath, cfg)
 	if err != nil {
@@ -254,19 +266,25 @@ func (d *Daemon) program(file *config.Config, down map[health.Key]bool, slow fun
 		return fmt.Errorf("program maps: %w", err)
 	}
 	d.cfg = file
+	if applied != nil {
+		applied()
+	}
 	if err := slow(cfg); err != nil {
 		return fmt.Errorf("slow path incomplete: %w", err)
 	}
 	return nil
 }
 
-// applyHealth reprograms after backends went up or down.
+// applyHealth reprograms after backends went up or down. A failure is
+// retried on the next GC tick: Changed fires on transitions only.
 func (d *Daemon) applyHealth() {
 	down := d.health.Down()
-	if err := d.program(d.cfg, down, d.slow.route); err != nil {
-		d.log.Error("health change not applied", "error", err)
+	if err := d.program(d.cfg, down, d.slow.route, nil); err != nil {
+		d.healthPending = true
+		d.log.Error("health change not applied; retrying", "error", err)
 		return
 	}
+	d.healthPending = false
 	d.log.Info("health change applied", "backends_down", len(down))
 }
 

@@ -247,6 +247,10 @@ func (m *Monitor) probe(ctx context.Context, backend netip.AddrPort, spec Spec) 
 	if spec.HTTPPath == "" {
 		return nil
 	}
+	// Close (Set, Close) cancels ctx: end a probe waiting for its answer
+	// at once rather than at its deadline.
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
 	if deadline, ok := ctx.Deadline(); ok {
 		if err := conn.SetDeadline(deadline); err != nil {
 			return err
@@ -271,10 +275,12 @@ func (m *Monitor) probe(ctx context.Context, backend netip.AddrPort, spec Spec) 
 	return nil
 }
 
-// parseStatus reads the code of an HTTP/1.x status line.
+// parseStatus reads the code of an HTTP/1.x status line: "HTTP/1.D NNN",
+// then a space or the end of the line.
 func parseStatus(line string) (int, error) {
 	proto, rest, ok := strings.Cut(line, " ")
-	if !ok || !strings.HasPrefix(proto, "HTTP/1.") || len(rest) < 3 {
+	if !ok || len(proto) != len("HTTP/1.1") || !strings.HasPrefix(proto, "HTTP/1.") || proto[7] < '0' || proto[7] > '9' ||
+		len(rest) < 3 || (len(rest) > 3 && !strings.ContainsRune(" \r\n", rune(rest[3]))) {
 		return 0, fmt.Errorf("not an HTTP/1 status line: %q", strings.TrimSpace(line))
 	}
 	code, err := strconv.Atoi(rest[:3])

@@ -191,6 +191,10 @@ func TestParseStatus(t *testing.T) {
 		"":                        0,
 		"HTTP/1.1 404 Not Found":  404,
 		"HTTP/1.1 600 Beyond\r\n": 600,
+		"HTTP/1.1 2001 OK\r\n":    0,
+		"HTTP/1.x 200 OK\r\n":     0,
+		"HTTP/1.10 200 OK\r\n":    0,
+		"HTTP/1.1 204\n":          204,
 	} {
 		got, err := parseStatus(line)
 		if want == 0 {

@@ -1,9 +1,19 @@
 package loader
 
 import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
+
+	"github.com/rauta-lb/rauta/tools/testbed"
 )
 
 func TestAttachMode(t *testing.T) {
@@ -31,5 +41,46 @@ func TestAttachMode(t *testing.T) {
 	}
 	if _, err := attachMode("offload", "device"); err == nil {
 		t.Error("attachMode accepted an unknown mode")
+	}
+}
+
+// auto on a device without native XDP (lo) falls back to generic; native
+// there is refused with advice.
+func TestAttachAutoFallsBackOnDriversWithoutXDP(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: BPF and network namespaces")
+	}
+	tb := testbed.NewT(t, testbed.Options{Backends: 1})
+	suffix := make([]byte, 4)
+	rand.Read(suffix)
+	l, err := Load(Options{PinPath: filepath.Join("/sys/fs/bpf", "rauta-attach-test-"+hex.EncodeToString(suffix))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := l.Close(); err != nil {
+			t.Errorf("close loader: %v", err)
+		}
+	})
+	err = tb.LB.Do(func() error {
+		if err := l.Attach([]string{"lo"}, ModeNative); err == nil || !strings.Contains(err.Error(), "set xdp_mode: auto or generic") {
+			return fmt.Errorf("native on lo: err = %v, want a refusal that names auto and generic", err)
+		}
+		if err := l.Attach([]string{"lo", tb.LBClientIface}, ModeAuto); err != nil {
+			return err
+		}
+		for _, name := range []string{"lo", tb.LBClientIface} {
+			lnk, err := netlink.LinkByName(name)
+			if err != nil {
+				return err
+			}
+			if x := lnk.Attrs().Xdp; x == nil || x.AttachMode != nl.XDP_ATTACHED_SKB {
+				return fmt.Errorf("%s: XDP %+v, want generic (skb) mode", name, x)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }

@@ -143,23 +143,57 @@ func (l *Loader) PinPath() string { return l.pinPath }
 // network namespace and registers it as a redirect target, in mode (see
 // attachMode).
 func (l *Loader) Attach(ifaces []string, mode string) error {
+	attached := map[string]bool{}
 	for _, name := range ifaces {
-		if err := l.attach(name, mode); err != nil {
+		got, err := l.attach(name, mode)
+		if err != nil {
+			return err
+		}
+		attached[got] = true
+	}
+	if len(attached) < 2 {
+		return nil
+	}
+	// auto chose native for some interfaces and generic for others. A
+	// frame a native program redirects goes out through the target's
+	// ndo_xdp_xmit, which a driver without native XDP lacks and a veth
+	// only serves when its peer runs NAPI: such redirects would be
+	// dropped. Generic everywhere redirects skbs, which every device
+	// takes.
+	l.log.Warn("interfaces need different XDP modes; attaching all in generic mode so redirects between them work", "interfaces", ifaces)
+	if err := l.detach(); err != nil {
+		return err
+	}
+	for _, name := range ifaces {
+		if _, err := l.attach(name, ModeGeneric); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (l *Loader) attach(name, mode string) error {
+// detach closes every link (XDP and TC) attached so far.
+func (l *Loader) detach() error {
+	var errs []error
+	for _, a := range l.links {
+		if err := a.link.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("detach from %s: %w", a.iface, err))
+		}
+	}
+	l.links = nil
+	return errors.Join(errs...)
+}
+
+// attach attaches to one interface and returns the mode it got.
+func (l *Loader) attach(name, mode string) (string, error) {
 	nl, err := netlink.LinkByName(name)
 	if err != nil {
-		return fmt.Errorf("interface %s: %w", name, err)
+		return "", fmt.Errorf("interface %s: %w", name, err)
 	}
 	index := nl.Attrs().Index
 	plan, err := attachMode(mode, nl.Type())
 	if err != nil {
-		return err
+		return "", err
 	}
 	lnk, err := l.attachXDP(index, plan.flags)
 	if err != nil && plan.fallback && errors.Is(err, unix.EOPNOTSUPP) {
@@ -168,14 +202,14 @@ func (l *Loader) attach(name, mode string) error {
 		lnk, err = l.attachXDP(index, plan.flags)
 	}
 	if err != nil {
-		if plan.flags == link.XDPDriverMode {
-			return fmt.Errorf("attach XDP to %s in native mode (set xdp_mode: generic or auto if the driver has no XDP support): %w", name, err)
+		if plan.flags == link.XDPDriverMode && !plan.fallback {
+			return "", fmt.Errorf("attach XDP to %s in native mode (set xdp_mode: auto or generic if the driver has no XDP support): %w", name, err)
 		}
-		return fmt.Errorf("attach XDP to %s in generic mode: %w", name, err)
+		return "", fmt.Errorf("attach XDP to %s in %s mode: %w", name, plan.name, err)
 	}
 	l.links = append(l.links, attachment{iface: name, link: lnk})
 	if err := l.objs.TxPorts.Put(uint32(index), uint32(index)); err != nil {
-		return fmt.Errorf("add %s to the redirect map: %w", name, err)
+		return "", fmt.Errorf("add %s to the redirect map: %w", name, err)
 	}
 	if plan.why == "configured" && plan.name == ModeGeneric && nl.Type() != vethType {
 		l.log.Warn(genericCost, "interface", name)
@@ -184,11 +218,11 @@ func (l *Loader) attach(name, mode string) error {
 	if l.handoff != nil {
 		tcLink, err := l.handoff.Attach(index)
 		if err != nil {
-			return fmt.Errorf("interface %s: %w", name, err)
+			return "", fmt.Errorf("interface %s: %w", name, err)
 		}
 		l.links = append(l.links, attachment{iface: name, link: tcLink})
 	}
-	return nil
+	return plan.name, nil
 }
 
 func (l *Loader) attachXDP(index int, flags link.XDPAttachFlags) (link.Link, error) {
@@ -240,12 +274,9 @@ func attachMode(mode, linkType string) (modePlan, error) {
 // never been there.
 func (l *Loader) Close() error {
 	var errs []error
-	for _, a := range l.links {
-		if err := a.link.Close(); err != nil {
-			errs = append(errs, fmt.Errorf("detach from %s: %w", a.iface, err))
-		}
+	if err := l.detach(); err != nil {
+		errs = append(errs, err)
 	}
-	l.links = nil
 	if l.objs != nil {
 		for name, m := range l.pinnedMaps() {
 			if err := m.Unpin(); err != nil {
