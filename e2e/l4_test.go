@@ -2,15 +2,12 @@ package e2e
 
 import (
 	"context"
-	"fmt"
 	"math"
 	"net/http"
 	"os/exec"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/vishvananda/netlink"
 
 	"github.com/rauta-lb/rauta/tools/testbed"
 )
@@ -173,26 +170,7 @@ func TestBadConfigAttachesNothing(t *testing.T) {
 		if !strings.Contains(logs, d.config) || !strings.Contains(logs, tc.want) {
 			t.Errorf("%s: error should name the file and %q; got:\n%s", tc.name, tc.want, logs)
 		}
-		assertNoXDP(t, tb)
-	}
-}
-
-func assertNoXDP(t *testing.T, tb *testbed.Testbed) {
-	t.Helper()
-	err := tb.LB.Do(func() error {
-		for _, name := range []string{tb.LBClientIface, tb.LBBackendIface} {
-			l, err := netlink.LinkByName(name)
-			if err != nil {
-				return err
-			}
-			if x := l.Attrs().Xdp; x != nil && x.Attached {
-				return fmt.Errorf("%s has an XDP program attached", name)
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
+		assertXDPMode(t, tb, "none")
 	}
 }
 
@@ -229,5 +207,5 @@ func TestBpftoolPrintsFieldNames(t *testing.T) {
 	if out, err := exec.Command("ls", d.pinPath).CombinedOutput(); err == nil {
 		t.Errorf("pins left after exit: %s", out)
 	}
-	assertNoXDP(t, tb)
+	assertXDPMode(t, tb, "none")
 }

@@ -14,7 +14,11 @@ import (
 	"github.com/rauta-lb/rauta/xdp"
 )
 
-func newFlowMap(t *testing.T) *ebpf.Map {
+func newFlowMap(t *testing.T) *ebpf.Map { return newProgramMap(t, "flows", 64) }
+
+// newProgramMap creates a small map of the XDP program's map name, closed
+// at cleanup.
+func newProgramMap(t *testing.T, name string, entries uint32) *ebpf.Map {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to create BPF maps")
@@ -26,8 +30,8 @@ func newFlowMap(t *testing.T) *ebpf.Map {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ms := spec.Maps["flows"].Copy()
-	ms.MaxEntries = 64
+	ms := spec.Maps[name].Copy()
+	ms.MaxEntries = entries
 	m, err := ebpf.NewMap(ms)
 	if err != nil {
 		t.Fatal(err)
@@ -173,17 +177,7 @@ func TestCollectAcrossBatches(t *testing.T) {
 // writes the stash just before the flow) and goes on the next.
 func TestStashGCRemovesLeftoversOnly(t *testing.T) {
 	flows := newFlowMap(t)
-	spec, err := xdp.Spec()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ss := spec.Maps["stash"].Copy()
-	ss.MaxEntries = 16
-	stash, err := ebpf.NewMap(ss)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stash.Close()
+	stash := newProgramMap(t, "stash", 16)
 	live := key(6, "10.0.2.2:40000", "10.0.0.100:80")
 	gone := key(6, "10.0.2.2:40001", "10.0.0.100:80")
 	value := make([]byte, stash.ValueSize())
@@ -219,17 +213,7 @@ func TestStashGCRemovesLeftoversOnly(t *testing.T) {
 // counts as flowless, and a failed walk deletes nothing.
 func TestStashGCFollowsTheFlowWalk(t *testing.T) {
 	flows := newFlowMap(t)
-	spec, err := xdp.Spec()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ss := spec.Maps["stash"].Copy()
-	ss.MaxEntries = 16
-	stash, err := ebpf.NewMap(ss)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stash.Close()
+	stash := newProgramMap(t, "stash", 16)
 	idle := key(6, "10.0.2.2:40002", "10.0.0.100:80")
 	value := make([]byte, stash.ValueSize())
 	if err := stash.Put(idle, value); err != nil {

@@ -30,6 +30,17 @@ func waitDown(t *testing.T, m *Monitor, k Key, down bool) {
 	}
 }
 
+// acceptAndClose plays a backend that passes TCP checks, until ln closes.
+func acceptAndClose(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		c.Close()
+	}
+}
+
 func addrPort(t *testing.T, a net.Addr) netip.AddrPort {
 	t.Helper()
 	ap, err := netip.ParseAddrPort(a.String())
@@ -44,15 +55,7 @@ func TestTCPCheckFallsAndRises(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	go acceptAndClose(ln)
 	k := Key{Pool: "web", Backend: addrPort(t, ln.Addr())}
 	m := New(Options{})
 	defer m.Close()
@@ -82,15 +85,7 @@ func TestTCPCheckFallsAndRises(t *testing.T) {
 		t.Skipf("port %v taken again before the test could reuse it: %v", k.Backend, err)
 	}
 	defer ln2.Close()
-	go func() {
-		for {
-			c, err := ln2.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	go acceptAndClose(ln2)
 	waitDown(t, m, k, false)
 	if got := upValue(t, m, k); got != 1 {
 		t.Errorf("rauta_backend_up = %v, want 1", got)

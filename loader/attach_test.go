@@ -10,9 +10,6 @@ import (
 	"testing"
 
 	"github.com/cilium/ebpf/link"
-	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netlink/nl"
-
 	"github.com/rauta-lb/rauta/tools/testbed"
 )
 
@@ -70,12 +67,8 @@ func TestAttachAutoFallsBackOnDriversWithoutXDP(t *testing.T) {
 			return err
 		}
 		for _, name := range []string{"lo", tb.LBClientIface} {
-			lnk, err := netlink.LinkByName(name)
-			if err != nil {
-				return err
-			}
-			if x := lnk.Attrs().Xdp; x == nil || x.AttachMode != nl.XDP_ATTACHED_SKB {
-				return fmt.Errorf("%s: XDP %+v, want generic (skb) mode", name, x)
+			if mode, err := tb.LB.XDPAttachMode(name); err != nil || mode != "generic" {
+				return fmt.Errorf("%s: XDP attach mode %s (%v), want generic", name, mode, err)
 			}
 		}
 		return nil

@@ -14,6 +14,7 @@ import (
 	"syscall"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
@@ -308,4 +309,31 @@ func (n *Namespace) netlinkHandle() (*netlink.Handle, error) {
 		return nil, fmt.Errorf("netlink handle for netns %s: %w", n.Name, err)
 	}
 	return h, nil
+}
+
+// XDPAttachMode says how an XDP program is attached to the named interface
+// inside the namespace: "none", "native", "generic" or "offload".
+func (n *Namespace) XDPAttachMode(name string) (string, error) {
+	h, err := n.netlinkHandle()
+	if err != nil {
+		return "", err
+	}
+	defer h.Close()
+	link, err := h.LinkByName(name)
+	if err != nil {
+		return "", fmt.Errorf("look up %s in netns %s: %w", name, n.Name, err)
+	}
+	x := link.Attrs().Xdp
+	if x == nil {
+		return "none", nil
+	}
+	switch x.AttachMode {
+	case nl.XDP_ATTACHED_DRV:
+		return "native", nil
+	case nl.XDP_ATTACHED_SKB:
+		return "generic", nil
+	case nl.XDP_ATTACHED_HW:
+		return "offload", nil
+	}
+	return "none", nil
 }

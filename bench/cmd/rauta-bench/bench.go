@@ -10,9 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netlink/nl"
-
 	"github.com/rauta-lb/rauta/certs"
 	"github.com/rauta-lb/rauta/tools/testbed"
 )
@@ -380,33 +377,18 @@ func (b *bench) xdpBench(ctx context.Context) *xdpBench {
 // noteAttachMode records for the report how the kernel attached XDP to the
 // LB's veths, and returns it.
 func (b *bench) noteAttachMode() string {
-	mode := "unknown"
-	err := b.tb.LB.Do(func() error {
-		for _, name := range []string{b.tb.LBClientIface, b.tb.LBBackendIface} {
-			l, err := netlink.LinkByName(name)
-			if err != nil {
-				return err
-			}
-			m := "none"
-			if x := l.Attrs().Xdp; x != nil {
-				switch x.AttachMode {
-				case nl.XDP_ATTACHED_DRV:
-					m = "native"
-				case nl.XDP_ATTACHED_SKB:
-					m = "generic"
-				}
-			}
-			if name == b.tb.LBClientIface {
-				mode = m
-			} else if m != mode {
-				mode += "/" + m
-			}
+	var modes []string
+	for _, name := range []string{b.tb.LBClientIface, b.tb.LBBackendIface} {
+		m, err := b.tb.LB.XDPAttachMode(name)
+		if err != nil {
+			b.log.Warn("cannot read the XDP attach mode", "err", err)
+			m = "unknown"
 		}
-		return nil
-	})
-	if err != nil {
-		b.log.Warn("cannot read the XDP attach mode", "err", err)
+		if !slices.Contains(modes, m) {
+			modes = append(modes, m)
+		}
 	}
+	mode := strings.Join(modes, "/")
 	if !slices.Contains(b.rep.Attached, mode) {
 		b.rep.Attached = append(b.rep.Attached, mode)
 	}
