@@ -68,7 +68,6 @@ func limitMemory() {
 func newSlowPath(cfg *config.Config, log *slog.Logger, inNetns func(fn func() error) error) *slowPath {
 	sp := cfg.Slowpath
 	limitMemory()
-	dial := netnsDial(inNetns)
 	return &slowPath{
 		log: log,
 		proxy: slowpath.New(slowpath.Options{
@@ -81,11 +80,7 @@ func newSlowPath(cfg *config.Config, log *slog.Logger, inNetns func(fn func() er
 			MaxBodyBytes:   sp.MaxBodyBytes,
 			// Backends are reached from the data path's namespace, which
 			// is not the process's own under `rauta demo`.
-			Dial: func(network, address string, timeout time.Duration) (net.Conn, error) {
-				ctx, cancel := context.WithTimeout(context.Background(), timeout)
-				defer cancel()
-				return dial(ctx, network, address)
-			},
+			Dial: netnsDial(inNetns),
 		}),
 		inNetns: inNetns,
 		vips:    newLocalVIPs(),

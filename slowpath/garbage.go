@@ -73,9 +73,7 @@ func (c *methodCheckConn) refuse() {
 	now := time.Now()
 	_ = c.Conn.SetDeadline(now.Add(lingerTime))
 	_, _ = c.Conn.Write(badRequest)
-	ri := &reasons[reasonBadRequest]
-	c.s.p.metrics.errorCounters[reasonBadRequest].Inc()
-	c.s.record(&requestInfo{start: now, client: addrPortOf(c.Conn.RemoteAddr())}, ri.status, int64(len(ri.body)), false)
+	c.s.count(reasonBadRequest, &requestInfo{start: now, client: addrPortOf(c.Conn.RemoteAddr())})
 	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
 		_ = cw.CloseWrite()
 	}

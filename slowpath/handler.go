@@ -211,9 +211,12 @@ func (s *service) handle(ctx *fasthttp.RequestCtx) {
 	// rewriteRequest makes the request HTTP/1.1 for the backend; the
 	// client's own version decides how the response is framed.
 	http10 := !h.IsHTTP11()
-	proto := upgradeProtocol(h)
+	var proto []byte
+	if !http10 {
+		proto = upgradeProtocol(h) // HTTP/1.0 has no upgrades
+	}
 	s.rewriteRequest(ctx, host, path, raw, info.client.Addr())
-	if proto != nil && !http10 {
+	if proto != nil {
 		s.upgrade(ctx, backends, &info, proto)
 		return
 	}
@@ -421,6 +424,12 @@ func (s *service) fail(ctx *fasthttp.RequestCtx, r reason, info *requestInfo) {
 		// the next bytes cannot be trusted to start a request.
 		ctx.SetConnectionClose()
 	}
+	s.count(r, info)
+}
+
+// count records a request the proxy answered itself with reason's status.
+func (s *service) count(r reason, info *requestInfo) {
+	ri := &reasons[r]
 	s.p.metrics.errorCounters[r].Inc()
 	s.record(info, ri.status, int64(len(ri.body)), false)
 }

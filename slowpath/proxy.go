@@ -95,11 +95,11 @@ type Options struct {
 	// surprise), and bodies are streamed, so size costs no memory.
 	MaxBodyBytes int64
 
-	// Dial opens a TCP connection to a backend; net.Dialer.Dial with
-	// ConnectTimeout unless set. The daemon sets it when the data path
-	// lives in another network namespace than the process (`rauta demo`):
-	// backends must be dialled from there.
-	Dial func(network, address string, timeout time.Duration) (net.Conn, error)
+	// Dial opens a TCP connection to a backend, within ctx's deadline
+	// (ConnectTimeout); net.Dialer's unless set. The daemon sets it when
+	// the data path lives in another network namespace than the process
+	// (`rauta demo`): backends must be dialled from there.
+	Dial func(ctx context.Context, network, address string) (net.Conn, error)
 
 	// NormalizePath is router.NormalizePath unless set (tests). It must
 	// return the origin-form path (and query) XDP would route.
@@ -294,9 +294,12 @@ func (p *Proxy) client(b netip.AddrPort) *fasthttp.HostClient {
 func (p *Proxy) dial(addr string) (net.Conn, error) {
 	dial := p.opts.Dial
 	if dial == nil {
-		dial = net.DialTimeout
+		var d net.Dialer
+		dial = d.DialContext
 	}
-	c, err := dial("tcp", addr, p.opts.ConnectTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), p.opts.ConnectTimeout)
+	defer cancel()
+	c, err := dial(ctx, "tcp", addr)
 	if err != nil {
 		return nil, &connectError{addr: addr, err: err}
 	}

@@ -71,10 +71,7 @@ func (s *service) upgrade(ctx *fasthttp.RequestCtx, backends []netip.AddrPort, i
 	// The handshake has the rest of the request's time, if bounded; the
 	// tunnel then has idle timeouts only.
 	_ = up.SetDeadline(s.p.requestDeadline(info.start))
-	bw := bufio.NewWriter(up)
-	if err = ctx.Request.Header.Write(bw); err == nil {
-		err = bw.Flush()
-	}
+	_, err = ctx.Request.Header.WriteTo(up)
 	br := bufio.NewReaderSize(up, upstreamReadBuffer)
 	var answer fasthttp.ResponseHeader
 	if err == nil {
