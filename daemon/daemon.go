@@ -22,6 +22,7 @@ import (
 	"github.com/rauta-lb/rauta/health"
 	"github.com/rauta-lb/rauta/loader"
 	"github.com/rauta-lb/rauta/metrics"
+	"github.com/rauta-lb/rauta/router"
 	"github.com/rauta-lb/rauta/xdp"
 )
 
@@ -86,11 +87,15 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	d := &Daemon{opts: opts, log: opts.Logger}
 
-	cfg, state, err := d.loadConfig()
+	cfg, err := d.loadConfig()
 	if err != nil {
 		return err
 	}
 	d.cfg = cfg
+	state, err := StateFromConfig(d.opts.ConfigPath, cfg)
+	if err != nil {
+		return err
+	}
 	d.loader, err = loader.Load(loader.Options{PinPath: cfg.BPFFS, Logger: d.log})
 	if err != nil {
 		return err
@@ -160,27 +165,42 @@ func Run(ctx context.Context, opts Options) error {
 	}
 }
 
-// loadConfig reads and validates the file and translates it into map state.
-func (d *Daemon) loadConfig() (*config.Config, loader.State, error) {
+// loadConfig reads and validates the file in the data path's namespace
+// (whose interfaces it names).
+func (d *Daemon) loadConfig() (*config.Config, error) {
 	var cfg *config.Config
 	err := d.opts.InNetns(func() error {
 		var err error
-		cfg, err = config.Load(d.opts.ConfigPath, config.Options{InterfaceExists: interfaceExists})
+		cfg, err = LoadConfig(d.opts.ConfigPath, false)
 		return err
 	})
-	if err != nil {
-		return nil, loader.State{}, err
-	}
-	state, err := StateFromConfig(d.opts.ConfigPath, cfg)
-	if err != nil {
-		return nil, loader.State{}, err
-	}
-	return cfg, state, nil
+	return cfg, err
 }
 
-func interfaceExists(name string) bool {
-	_, err := net.InterfaceByName(name)
-	return err == nil
+// LoadConfig reads path and checks everything the daemon would refuse
+// before programming anything: the file itself, its interfaces in the
+// calling thread's namespace and its certificates (unless portable, for
+// checking on another host), the map state and the slow path's routing
+// table. `rauta check` and every (re)load use it.
+func LoadConfig(path string, portable bool) (*config.Config, error) {
+	opts := config.Options{SkipFileChecks: portable}
+	if !portable {
+		opts.InterfaceExists = func(name string) bool {
+			_, err := net.InterfaceByName(name)
+			return err == nil
+		}
+	}
+	cfg, err := config.Load(path, opts)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := StateFromConfig(path, cfg); err != nil {
+		return nil, err
+	}
+	if _, err := router.New(cfg); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return cfg, nil
 }
 
 // StateFromConfig is the one translation from a configuration to what the
@@ -228,15 +248,15 @@ func StateFromConfig(file string, cfg *config.Config) (loader.State, error) {
 // running configuration in place. Interfaces are fixed for the life of the
 // process: changing them needs a restart.
 func (d *Daemon) reload(attached []string) {
-	file, _, err := d.loadConfig()
+	file, err := d.loadConfig()
 	if err == nil {
 		if fmt.Sprint(file.Interfaces) != fmt.Sprint(attached) {
 			d.log.Warn("interfaces changed in the file; restart rauta to apply", "attached", attached, "file", file.Interfaces)
 		}
 		// Probe states are keyed by pool and backend, so the down set of
-		// the running file applies to the new one; its targets are
-		// checked once the maps took it.
-		err = d.program(file, d.health.Down(), d.slow.apply, func() {
+		// the running file applies to the new one, for the targets it
+		// still checks; they are switched once the maps took it.
+		err = d.program(file, stillChecked(d.health.Down(), file), d.slow.apply, func() {
 			d.setTimeouts(file)
 			d.health.Set(healthTargets(file))
 		})

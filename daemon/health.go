@@ -18,12 +18,25 @@ func healthTargets(cfg *config.Config) []health.Target {
 		if hc == nil {
 			continue
 		}
-		spec := health.Spec{Interval: hc.Interval, Timeout: hc.Timeout, Fall: hc.Fall, Rise: hc.Rise, HTTPPath: hc.HTTPPath}
+		spec := health.Spec(*hc)
 		for _, b := range p.Backends {
 			targets = append(targets, health.Target{Key: health.Key{Pool: p.Name, Backend: b.Address}, Spec: spec})
 		}
 	}
 	return targets
+}
+
+// stillChecked is the part of down that cfg still health-checks: a backend
+// whose pool lost its check (or was renamed) is up, since no probe would
+// ever bring it back.
+func stillChecked(down map[health.Key]bool, cfg *config.Config) map[health.Key]bool {
+	kept := map[health.Key]bool{}
+	for _, t := range healthTargets(cfg) {
+		if down[t.Key] {
+			kept[t.Key] = true
+		}
+	}
+	return kept
 }
 
 // withHealth is cfg with the backends found down drained (weight 0): they

@@ -62,3 +62,18 @@ func TestHealthTargets(t *testing.T) {
 		t.Errorf("targets = %+v, want %+v", got, want)
 	}
 }
+
+func TestStillCheckedForgetsBackendsNoLongerProbed(t *testing.T) {
+	a, b := netip.MustParseAddrPort("10.0.1.1:80"), netip.MustParseAddrPort("10.0.1.2:80")
+	hc := &config.HealthCheck{Interval: time.Second, Timeout: time.Second, Fall: 3, Rise: 2}
+	file := &config.Config{Pools: []config.Pool{
+		{Name: "web", HealthCheck: hc, Backends: []config.Backend{{Address: a, Weight: 1}, {Address: b, Weight: 1}}},
+		{Name: "api", Backends: []config.Backend{{Address: a, Weight: 1}, {Address: b, Weight: 1}}}, // check removed
+	}}
+	down := map[health.Key]bool{{Pool: "web", Backend: a}: true, {Pool: "api", Backend: a}: true, {Pool: "old", Backend: b}: true}
+	got := stillChecked(down, file)
+	want := map[health.Key]bool{{Pool: "web", Backend: a}: true}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("stillChecked = %v, want %v", got, want)
+	}
+}

@@ -4,11 +4,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 
-	"github.com/rauta-lb/rauta/config"
 	"github.com/rauta-lb/rauta/daemon"
-	"github.com/rauta-lb/rauta/router"
 )
 
 // checkCommand validates a configuration file without running anything,
@@ -25,25 +22,9 @@ func checkCommand(args []string, stdout, stderr io.Writer) error {
 	if fs.NArg() != 0 {
 		return fmt.Errorf("check: unexpected arguments %q", fs.Args())
 	}
-	opts := config.Options{SkipFileChecks: *portable}
-	if !*portable {
-		opts.InterfaceExists = func(name string) bool {
-			_, err := net.InterfaceByName(name)
-			return err == nil
-		}
-	}
-	cfg, err := config.Load(*configPath, opts)
+	cfg, err := daemon.LoadConfig(*configPath, *portable)
 	if err != nil {
 		return err
-	}
-	// Build what the daemon builds from the file (map state, the slow
-	// path's routing table): a file that passes here also starts.
-	// Certificate pairs were loaded by config validation.
-	if _, err := daemon.StateFromConfig(*configPath, cfg); err != nil {
-		return err
-	}
-	if _, err := router.New(cfg); err != nil {
-		return fmt.Errorf("%s: %w", *configPath, err)
 	}
 	fmt.Fprintf(stdout, "%s: ok (%d services, %d pools)\n", *configPath, len(cfg.Services), len(cfg.Pools))
 	return nil
