@@ -116,7 +116,7 @@ func (t *Table) Collect(timeouts Timeouts, live func(xdp.FlowKey)) (GCStats, err
 	)
 	now := t.now()
 	err := t.walk(func(k xdp.FlowKey, v xdp.Flow) {
-		if entry(k, v, now).Idle > timeouts.For(k.Proto, v.State) {
+		if idle(v, now) > timeouts.For(k.Proto, v.State) {
 			expired = append(expired, k)
 			return
 		}
@@ -176,9 +176,15 @@ func entry(k xdp.FlowKey, v xdp.Flow, now time.Duration) Entry {
 		Splice:      v.Splice,
 		ServiceID:   v.ServiceId,
 		BackendID:   v.BackendId,
-	}
-	if seen := time.Duration(v.LastSeenNs); now > seen {
-		e.Idle = now - seen
+		Idle:        idle(v, now),
 	}
 	return e
+}
+
+// idle is how long v has not been seen at now (the GC asks per flow).
+func idle(v xdp.Flow, now time.Duration) time.Duration {
+	if seen := time.Duration(v.LastSeenNs); now > seen {
+		return now - seen
+	}
+	return 0
 }

@@ -85,8 +85,7 @@ func (g *StashGC) keys() (map[xdp.FlowKey]bool, error) {
 			return nil, fmt.Errorf("walk stash: %w", err)
 		}
 		keys[k] = true
-		cur := k
-		prev = &cur
+		prev = &k // NextKey reads the cursor before writing the next key into it
 	}
 	// Restarted too often: collect what was seen, the rest on the next
 	// pass.

@@ -516,7 +516,7 @@ func (p *Programmer) resetCounters(id uint32) error {
 		}
 	}
 	for r := range xdp.NumSlowpathReasons {
-		if err := p.objs.SlowpathCounters.Put(id*uint32(xdp.NumSlowpathReasons)+uint32(r), zero); err != nil {
+		if err := p.objs.SlowpathCounters.Put(xdp.SlowpathIndex(id, xdp.SlowpathReason(r)), zero); err != nil {
 			return fmt.Errorf("reset slow-path counters: %w", err)
 		}
 	}

@@ -171,7 +171,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 // are the slow_path counters map's first keys, summed over CPUs.
 func (c *Collector) collectSlowpath(ch chan<- prometheus.Metric, values []uint64, id uint32, name string) {
 	for r := 1; r < xdp.NumSlowpathReasons; r++ {
-		i := int(id)*xdp.NumSlowpathReasons + r
+		i := int(xdp.SlowpathIndex(id, xdp.SlowpathReason(r)))
 		if i >= len(values) {
 			return
 		}

@@ -185,6 +185,11 @@ func CounterIndex(serviceID uint32, c Counter) uint32 {
 	return serviceID*uint32(NumCounters) + uint32(c)
 }
 
+// SlowpathIndex is the key of one service's reason in slowpath_counters.
+func SlowpathIndex(serviceID uint32, r SlowpathReason) uint32 {
+	return serviceID*uint32(NumSlowpathReasons) + uint32(r)
+}
+
 // Objects are the loaded program and maps.
 type Objects struct {
 	bpfObjects
