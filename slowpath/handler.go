@@ -129,65 +129,19 @@ func (s *service) handle(ctx *fasthttp.RequestCtx) {
 	req := &ctx.Request
 	h := &req.Header
 	info := requestInfo{start: ctx.Time(), client: remoteAddr(ctx), log: s.logging()}
-	logOn := info.log
-
-	method := h.Method()
-	host := h.Host()
-	raw := h.RequestURI()
-	if len(raw) > 0 && raw[0] != '/' && hasHTTPScheme(raw) {
-		// Absolute form: its authority replaces Host (RFC 9112 §3.2.2).
-		host, raw = absoluteForm(req)
-		h.SetHostBytes(host)
-		host = h.Host()
-	}
-	if logOn {
-		info.method, info.host, info.path = string(method), string(host), string(raw)
-	}
-	if len(host) == 0 && h.IsHTTP11() {
-		// RFC 9112 §3.2: an HTTP/1.1 request without Host is a 400.
-		s.fail(ctx, reasonBadRequest, &info)
+	d := s.decide(req, &info)
+	switch {
+	case d.redirect:
+		s.redirect(ctx, d.host, d.path, &info)
 		return
-	}
-	path, err := p.opts.NormalizePath(b2s(raw))
-	if err != nil {
-		s.fail(ctx, reasonBadRequest, &info)
-		return
-	}
-	if logOn && path != info.path {
-		info.path = strings.Clone(path)
-	}
-	ref := p.router.Load()
-	if ref == nil {
-		s.fail(ctx, reasonNotConfigured, &info)
-		return
-	}
-	pool, err := ref.r.Route(s.l.Service, b2s(method), b2s(host), path)
-	if err != nil {
-		var mna *router.MethodNotAllowedError
-		switch {
-		case errors.As(err, &mna):
-			ctx.Response.Header.Set(fasthttp.HeaderAllow, strings.Join(mna.Allow, ", "))
-			s.fail(ctx, reasonMethodNotAllowed, &info)
-		case s.l.RedirectHTTPS && (errors.Is(err, router.ErrNoRoute) || errors.Is(err, router.ErrNoService)):
-			// Routes of a redirecting service still serve (ACME
-			// challenges over http); everything else moves to https.
-			s.redirect(ctx, host, path, &info)
-		case errors.Is(err, router.ErrNoService):
-			s.fail(ctx, reasonNoService, &info)
-		case errors.Is(err, router.ErrNoRoute):
-			s.fail(ctx, reasonNoRoute, &info)
-		default:
-			p.log.Error("slowpath: routing failed", "service", s.name, "err", err)
-			s.fail(ctx, reasonInternal, &info)
+	case len(d.backends) == 0:
+		if d.allow != nil {
+			ctx.Response.Header.Set(fasthttp.HeaderAllow, strings.Join(d.allow, ", "))
 		}
+		s.fail(ctx, d.fail, &info)
 		return
 	}
-	info.pool = pool
-	backends := ref.r.Backends(pool, info.client, s.l.Service, backendChoices)
-	if len(backends) == 0 {
-		s.fail(ctx, reasonNoBackend, &info)
-		return
-	}
+	backends := d.backends
 
 	if limit := p.opts.MaxBodyBytes; limit > 0 {
 		switch cl := h.ContentLength(); {
@@ -215,32 +169,97 @@ func (s *service) handle(ctx *fasthttp.RequestCtx) {
 	if !http10 {
 		proto = upgradeProtocol(h) // HTTP/1.0 has no upgrades
 	}
-	s.rewriteRequest(ctx, host, path, raw, info.client.Addr())
+	s.rewriteRequest(ctx, d.host, d.path, info.client.Addr())
 	if proto != nil {
 		s.upgrade(ctx, backends, &info, proto)
 		return
 	}
-	s.forward(ctx, backends, &info, idempotent(method), http10)
+	s.forward(ctx, backends, &info, idempotent(h.Method()), http10)
+}
+
+// decision is where a request goes: its backends in Maglev order, or why
+// the proxy answers it itself.
+type decision struct {
+	host     []byte // the Host routed on (the authority of an absolute form)
+	path     string // the normalised origin-form target
+	backends []netip.AddrPort
+	// Without backends: a redirect to https, or fail's reason (with the
+	// Allow list of a 405).
+	redirect bool
+	fail     reason
+	allow    []string
+}
+
+// decide routes a request. Both ways of serving a connection, the event
+// loop and fasthttp, call it, so they cannot route alike requests apart.
+// An absolute-form target replaces the Host header (RFC 9112 §3.2.2).
+func (s *service) decide(req *fasthttp.Request, info *requestInfo) decision {
+	p := s.p
+	h := &req.Header
+	method := h.Method()
+	host := h.Host()
+	raw := h.RequestURI()
+	if len(raw) > 0 && raw[0] != '/' && hasHTTPScheme(raw) {
+		host, raw = absoluteForm(req)
+		h.SetHostBytes(host)
+		host = h.Host()
+	}
+	d := decision{host: host}
+	if info.log {
+		info.method, info.host, info.path = string(method), string(host), string(raw)
+	}
+	if len(host) == 0 && h.IsHTTP11() {
+		// RFC 9112 §3.2: an HTTP/1.1 request without Host is a 400.
+		d.fail = reasonBadRequest
+		return d
+	}
+	path, err := p.opts.NormalizePath(b2s(raw))
+	if err != nil {
+		d.fail = reasonBadRequest
+		return d
+	}
+	d.path = path
+	if info.log && path != info.path {
+		info.path = strings.Clone(path)
+	}
+	ref := p.router.Load()
+	if ref == nil {
+		d.fail = reasonNotConfigured
+		return d
+	}
+	pool, err := ref.r.Route(s.l.Service, b2s(method), b2s(host), path)
+	if err != nil {
+		var mna *router.MethodNotAllowedError
+		switch {
+		case errors.As(err, &mna):
+			d.fail, d.allow = reasonMethodNotAllowed, mna.Allow
+		case s.l.RedirectHTTPS && (errors.Is(err, router.ErrNoRoute) || errors.Is(err, router.ErrNoService)):
+			// Routes of a redirecting service still serve (ACME
+			// challenges over http); everything else moves to https.
+			d.redirect = true
+		case errors.Is(err, router.ErrNoService):
+			d.fail = reasonNoService
+		case errors.Is(err, router.ErrNoRoute):
+			d.fail = reasonNoRoute
+		default:
+			p.log.Error("slowpath: routing failed", "service", s.name, "err", err)
+			d.fail = reasonInternal
+		}
+		return d
+	}
+	info.pool = pool
+	d.backends = ref.r.Backends(pool, info.client, s.l.Service, backendChoices)
+	if len(d.backends) == 0 {
+		d.fail = reasonNoBackend
+	}
+	return d
 }
 
 // rewriteRequest turns the client's request into the one the backend gets,
 // in place: fasthttp's Request is reused rather than copied.
-func (s *service) rewriteRequest(ctx *fasthttp.RequestCtx, host []byte, path string, raw []byte, client netip.Addr) {
+func (s *service) rewriteRequest(ctx *fasthttp.RequestCtx, host []byte, path string, client netip.Addr) {
 	req := &ctx.Request
-	h := &req.Header
-	stripHopByHop(h)
-	// fasthttp answered any 100-continue itself, before the body was read.
-	h.Del(fasthttp.HeaderExpect)
-	setForwarded(h, client, s.proto, host)
-	if path != b2s(raw) {
-		// The backend sees what was routed: the normalised path.
-		req.SetRequestURI(path)
-	}
-	if !h.IsHTTP11() {
-		// Backends get HTTP/1.1 whatever the client spoke, so the pooled
-		// connection stays keep-alive and bodies can be chunked.
-		h.SetProtocol("HTTP/1.1")
-	}
+	s.rewriteHeader(req, host, path, client)
 	// HostClient takes the scheme from the URI and refuses https on a
 	// plain connection; backends are plain HTTP.
 	if ctx.IsTLS() {
@@ -248,6 +267,27 @@ func (s *service) rewriteRequest(ctx *fasthttp.RequestCtx, host []byte, path str
 	}
 	// Keep Host as received instead of fasthttp's URI-derived one.
 	req.UseHostHeader = true
+}
+
+// rewriteHeader is the header of the request the backend gets, for both
+// ways of serving a connection.
+func (s *service) rewriteHeader(req *fasthttp.Request, host []byte, path string, client netip.Addr) {
+	h := &req.Header
+	stripHopByHop(h)
+	// fasthttp answered any 100-continue itself, before the body was
+	// read; the event loop hands requests with Expect to fasthttp.
+	h.Del(fasthttp.HeaderExpect)
+	setForwarded(h, client, s.proto, host)
+	if path != b2s(h.RequestURI()) {
+		// The backend sees what was routed: the normalised path, in
+		// origin form.
+		req.SetRequestURI(path)
+	}
+	if !h.IsHTTP11() {
+		// Backends get HTTP/1.1 whatever the client spoke, so the pooled
+		// connection stays keep-alive and bodies can be chunked.
+		h.SetProtocol("HTTP/1.1")
+	}
 }
 
 // forward sends the request to the first backend choice, trying the next
