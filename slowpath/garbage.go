@@ -1,7 +1,6 @@
 package slowpath
 
 import (
-	"fmt"
 	"io"
 	"net"
 	"time"
@@ -22,32 +21,49 @@ const maxMethodLen = 32
 
 type methodCheckConn struct {
 	net.Conn
-	s *service
-	// method is how many method bytes were read; -1 once the method
-	// ended with a space.
-	method int
+	s      *service
+	method methodScan
 }
 
 func (c *methodCheckConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
-	if c.method < 0 {
-		return n, err
-	}
-	for _, b := range p[:n] {
-		switch {
-		case b == ' ' && c.method > 0:
-			c.method = -1
-			return n, err
-		case (b == '\r' || b == '\n') && c.method == 0:
-			// empty lines before a request are ignored (RFC 9112 §2.2)
-		case isTokenChar(b) && c.method < maxMethodLen:
-			c.method++
-		default:
-			c.refuse()
-			return 0, io.EOF
-		}
+	if !c.method.scan(p[:n]) {
+		c.refuse()
+		return 0, io.EOF
 	}
 	return n, err
+}
+
+// methodScan follows the first bytes of a connection until its method has
+// ended with a space. Both ways of serving a connection use it: fasthttp's
+// (methodCheckConn) and the event loop's, which hands garbage to the
+// former to be refused.
+type methodScan struct {
+	// n is how many method bytes were seen; -1 once the method ended.
+	n int
+}
+
+// scan takes the connection's next bytes and reports whether they can
+// still begin a request.
+func (m *methodScan) scan(p []byte) bool {
+	if m.n < 0 {
+		return true
+	}
+	for _, b := range p {
+		switch {
+		case b == ' ' && m.n > 0:
+			m.n = -1
+			return true
+		case (b == '\r' || b == '\n') && m.n == 0:
+			// empty lines before a request are ignored (RFC 9112 §2.2)
+		case isTokenChar(b) && m.n < maxMethodLen:
+			m.n++
+		default:
+			m.n = -1
+			return false
+		}
+	}
+	return true
 }
 
 // Lingering close, as nginx's lingering_close: after the 400 the client's
@@ -59,20 +75,12 @@ const (
 	lingerBytes = 64 << 10
 )
 
-// badRequest is the whole answer to garbage: fail's 400, written by hand
-// because fasthttp never saw a request.
-var badRequest = func() []byte {
-	body := reasons[reasonBadRequest].body
-	return fmt.Appendf(nil, "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
-}()
-
 // refuse answers 400, lingers, and makes fasthttp see the end of the
 // connection.
 func (c *methodCheckConn) refuse() {
-	c.method = -1
 	now := time.Now()
 	_ = c.Conn.SetDeadline(now.Add(lingerTime))
-	_, _ = c.Conn.Write(badRequest)
+	_, _ = c.Conn.Write(cannedResponse(reasonBadRequest, true))
 	c.s.count(reasonBadRequest, &requestInfo{start: now, client: addrPortOf(c.Conn.RemoteAddr())})
 	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
 		_ = cw.CloseWrite()

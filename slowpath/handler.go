@@ -37,6 +37,9 @@ type service struct {
 	// request otherwise.
 	requests sync.Map // requestKey → prometheus.Counter
 	srv      *fasthttp.Server
+	// handoff feeds srv the connections event loops hand over (plain
+	// listeners only).
+	handoff *handoffListener
 }
 
 type requestKey struct {

@@ -1,7 +1,10 @@
 package slowpath
 
 import (
+	"fmt"
 	"strconv"
+
+	"github.com/valyala/fasthttp"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -54,6 +57,29 @@ var reasons = [numReasons]reasonInfo{
 	reasonBackendTimeout:   {"backend_timeout", 504, []byte("504 backend timeout\n")},
 	reasonResponseAborted:  {"response_aborted", 0, nil},
 	reasonInternal:         {"internal", 500, []byte("500 internal error\n")},
+}
+
+// canned are fail's answers as whole responses, for who writes them without
+// fasthttp (the event loop, garbage refusals): [reason][close].
+var canned = func() (c [numReasons][2][]byte) {
+	for r, ri := range reasons {
+		if ri.status == 0 {
+			continue
+		}
+		for i, conn := range [2]string{"", "Connection: close\r\n"} {
+			c[r][i] = fmt.Appendf(nil, "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n%sContent-Length: %d\r\n\r\n%s",
+				ri.status, fasthttp.StatusMessage(ri.status), conn, len(ri.body), ri.body)
+		}
+	}
+	return c
+}()
+
+// cannedResponse is reason's whole response; close adds Connection: close.
+func cannedResponse(r reason, close bool) []byte {
+	if close {
+		return canned[r][1]
+	}
+	return canned[r][0]
 }
 
 // metrics are the proxy's own collectors. They are per Proxy (not

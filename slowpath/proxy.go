@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+	"golang.org/x/sys/unix"
 
 	"github.com/rauta-lb/rauta/router"
 )
@@ -178,7 +179,14 @@ type Proxy struct {
 
 	serversMu sync.Mutex
 	servers   []*fasthttp.Server
-	closed    bool
+	// plain are the listeners whose connections the event loops serve.
+	plain  []net.Listener
+	closed bool
+
+	loopsOnce sync.Once
+	loops     []*loop
+	loopsErr  error
+	nextLoop  atomic.Uint32
 
 	tunnels tunnels
 }
@@ -208,18 +216,21 @@ func (p *Proxy) SetRouter(r Router) {
 }
 
 // Serve serves the listener's connections until Shutdown or an accept
-// error. ln is wrapped for TLS when l.TLS is set. Serve returns nil after
-// Shutdown.
+// error. A TLS listener's connections are fasthttp's; a plain listener's
+// are the event loops' (loop.go), which hand to fasthttp what they do not
+// serve themselves. Serve returns nil after Shutdown.
 func (p *Proxy) Serve(ln net.Listener, l Listener) error {
 	svc := newService(p, l)
+	var fast net.Listener
 	if l.TLS != nil {
 		cfg := l.TLS.Clone()
 		// ALPN: offer only what we speak, so h2 clients fall back to
 		// HTTP/1.1 instead of sending frames we would answer with 400.
 		cfg.NextProtos = []string{"http/1.1"}
-		ln = tls.NewListener(clientListener{Listener: ln, idle: p.opts.IdleTimeout}, cfg)
+		fast = tls.NewListener(clientListener{Listener: ln, idle: p.opts.IdleTimeout}, cfg)
 	} else {
-		ln = clientListener{Listener: ln, idle: p.opts.IdleTimeout, checkMethod: svc}
+		svc.handoff = newHandoffListener(ln.Addr())
+		fast = clientListener{Listener: svc.handoff, idle: p.opts.IdleTimeout, checkMethod: svc}
 	}
 	p.serversMu.Lock()
 	if p.closed {
@@ -228,9 +239,18 @@ func (p *Proxy) Serve(ln net.Listener, l Listener) error {
 		return ErrShutdown
 	}
 	p.servers = append(p.servers, svc.srv)
+	if l.TLS == nil {
+		p.plain = append(p.plain, ln)
+	}
 	p.serversMu.Unlock()
 
-	if err := svc.srv.Serve(ln); err != nil {
+	var err error
+	if l.TLS != nil {
+		err = svc.srv.Serve(fast)
+	} else {
+		err = p.servePlain(ln, svc, fast)
+	}
+	if err != nil {
 		p.serversMu.Lock()
 		closed := p.closed
 		p.serversMu.Unlock()
@@ -242,6 +262,55 @@ func (p *Proxy) Serve(ln net.Listener, l Listener) error {
 	return nil
 }
 
+// servePlain accepts ln's connections for the event loops, in turn, and
+// runs the fasthttp server of the connections they hand over.
+func (p *Proxy) servePlain(ln net.Listener, svc *service, fast net.Listener) error {
+	loops, err := p.startLoops()
+	if err != nil {
+		_ = ln.Close()
+		return err
+	}
+	fastDone := make(chan struct{})
+	go func() {
+		defer close(fastDone)
+		_ = svc.srv.Serve(fast)
+	}()
+	defer func() {
+		_ = svc.handoff.Close()
+		<-fastDone
+	}()
+	for {
+		fd, peer, err := acceptFD(ln)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return err
+			}
+			if retryAccept(err) {
+				p.log.Debug("slowpath: accept", "service", svc.name, "err", err)
+				time.Sleep(acceptRetryDelay)
+				continue
+			}
+			_ = ln.Close()
+			return err
+		}
+		l := loops[p.nextLoop.Add(1)%uint32(len(loops))]
+		if !l.post(func() { l.adopt(svc, fd, peer) }) {
+			unix.Close(fd)
+		}
+	}
+}
+
+// acceptRetryDelay paces accepting while the process is out of file
+// descriptors or memory (fasthttp and net/http do the same).
+const acceptRetryDelay = 100 * time.Millisecond
+
+// retryAccept reports accept errors that concern one connection or pass
+// with time, not the listener.
+func retryAccept(err error) bool {
+	return errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE) || errors.Is(err, unix.ENOBUFS) ||
+		errors.Is(err, unix.ENOMEM) || errors.Is(err, unix.ECONNABORTED) || errors.Is(err, unix.EPERM)
+}
+
 // Shutdown stops accepting, lets requests in flight finish (idle keep-alive
 // connections are closed at once; busy ones get Connection: close), and
 // closes idle backend connections. It returns ctx's error if requests are
@@ -251,7 +320,12 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	p.closed = true
 	servers := p.servers
 	p.servers = nil
+	plain := p.plain
+	p.plain = nil
 	p.serversMu.Unlock()
+	for _, ln := range plain {
+		_ = ln.Close()
+	}
 
 	// Upgraded connections have no request to finish: they end now.
 	p.tunnels.close()
@@ -260,6 +334,9 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 		if err := s.ShutdownWithContext(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("slowpath: shutdown: %w", err))
 		}
+	}
+	if err := p.stopLoops(ctx); err != nil {
+		errs = append(errs, err)
 	}
 	p.clientsMu.RLock()
 	for _, hc := range p.clients {
@@ -292,6 +369,15 @@ func (p *Proxy) client(b netip.AddrPort) *fasthttp.HostClient {
 // can tell "nothing was sent" (safe to try the next backend) from every
 // other failure.
 func (p *Proxy) dial(addr string) (net.Conn, error) {
+	c, err := p.dialBackend(addr)
+	if err != nil {
+		return nil, err
+	}
+	return newIdleConn(c, p.opts.IdleTimeout), nil
+}
+
+// dialBackend connects with Options.Dial within the connect timeout.
+func (p *Proxy) dialBackend(addr string) (net.Conn, error) {
 	dial := p.opts.Dial
 	if dial == nil {
 		var d net.Dialer
@@ -303,7 +389,7 @@ func (p *Proxy) dial(addr string) (net.Conn, error) {
 	if err != nil {
 		return nil, &connectError{addr: addr, err: err}
 	}
-	return newIdleConn(c, p.opts.IdleTimeout), nil
+	return c, nil
 }
 
 // requestDeadline is when a request that started at start must be done;

@@ -1,0 +1,109 @@
+package slowpath
+
+import (
+	"bytes"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+)
+
+// Handing a connection from an event loop to fasthttp. The loop gives up
+// the socket with the bytes it read and did not serve; the service's
+// fasthttp server accepts it from a handoffListener and reads those bytes
+// first, as if they had just arrived.
+
+// handoff gives the connection to the service's fasthttp server. data is
+// what was read and not served: the start of the request fasthttp will
+// answer.
+func (c *clientConn) handoff(data []byte) {
+	l := c.l
+	prefix := bytes.Clone(data)
+	fd := c.fd
+	l.unregister(fd)
+	l.clients--
+	c.fd = -1
+	c.in, c.out, c.reqOut, c.hdr = nil, nil, nil, nil
+	f := os.NewFile(uintptr(fd), "")
+	nc, err := net.FileConn(f) // a duplicate, in the Go runtime's poller
+	f.Close()
+	if err != nil {
+		l.p.log.Debug("slowpath: hand connection to fasthttp", "service", c.s.name, "err", err)
+		return
+	}
+	c.s.handoff.push(&prefixConn{Conn: nc, prefix: prefix})
+}
+
+// handoffListener is the listener of a plain service's fasthttp server:
+// it accepts the connections event loops hand over.
+type handoffListener struct {
+	addr  net.Addr
+	conns chan net.Conn
+	done  chan struct{}
+	once  sync.Once
+}
+
+func newHandoffListener(addr net.Addr) *handoffListener {
+	return &handoffListener{addr: addr, conns: make(chan net.Conn), done: make(chan struct{})}
+}
+
+// push queues c for Accept without blocking the loop.
+func (h *handoffListener) push(c net.Conn) {
+	go func() {
+		select {
+		case h.conns <- c:
+		case <-h.done:
+			c.Close()
+		}
+	}()
+}
+
+func (h *handoffListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-h.conns:
+		return c, nil
+	case <-h.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (h *handoffListener) Close() error {
+	h.once.Do(func() { close(h.done) })
+	return nil
+}
+
+func (h *handoffListener) Addr() net.Addr { return h.addr }
+
+// prefixConn reads prefix before the connection's own bytes.
+type prefixConn struct {
+	net.Conn
+	prefix []byte
+}
+
+func (c *prefixConn) Read(p []byte) (int, error) {
+	if len(c.prefix) > 0 {
+		n := copy(p, c.prefix)
+		c.prefix = c.prefix[n:]
+		return n, nil
+	}
+	return c.Conn.Read(p)
+}
+
+// CloseWrite half-closes the TCP connection (a refusal's lingering close).
+func (c *prefixConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
+
+// acceptFD accepts a connection from ln and takes its socket for a loop.
+func acceptFD(ln net.Listener) (fd int, peer netip.AddrPort, err error) {
+	c, err := ln.Accept()
+	if err != nil {
+		return -1, peer, err
+	}
+	peer = addrPortOf(c.RemoteAddr())
+	fd, err = detachFD(c)
+	return fd, peer, err
+}

@@ -1,0 +1,651 @@
+package slowpath
+
+import (
+	"bytes"
+	"net/netip"
+	"sync/atomic"
+	"time"
+
+	"github.com/valyala/fasthttp"
+	"golang.org/x/sys/unix"
+)
+
+// clientConn is a client connection served by a loop. Between requests it
+// holds no buffer unless the client sent part of a request or pipelined
+// one; during an exchange it owns one backend connection.
+type clientConn struct {
+	l        *loop
+	s        *service
+	fd       int
+	peer     netip.AddrPort
+	interest uint32
+	deadline time.Time
+	method   methodScan
+	// in is bytes read and not consumed: part of a request header, or
+	// requests pipelined behind the one in flight.
+	in []byte
+	// out is response bytes the client has not taken yet.
+	out []byte
+	// closeAfter: the connection ends once the response is written.
+	closeAfter bool
+
+	exchange
+}
+
+// exchange is the request in flight and its response.
+type exchange struct {
+	active  bool
+	gen     uint64 // tells a late dial result from the current exchange's
+	info    requestInfo
+	idem    bool
+	head    bool
+	dialing bool
+	retried bool
+	// backends are the Maglev choices; choice the one in use.
+	backends []netip.AddrPort
+	choice   int
+	// reqOut is the request header and the body bytes read with it, kept
+	// until the response begins so it can be sent again.
+	reqOut   []byte
+	bodyLen  int64
+	bodyLeft int64 // body bytes still to come from the client
+	up       *upstream
+
+	// The response: hdr holds a header split across reads.
+	hdr     []byte
+	started bool // the header was passed to the client
+	status  int
+	framing framing
+	left    int64 // framingLength: body bytes to come
+	chunks  chunkedScanner
+	sent    int64
+	// reusable: the backend connection may serve another exchange.
+	reusable bool
+}
+
+type framing uint8
+
+const (
+	framingNone framing = iota
+	framingLength
+	framingChunked
+	framingUntilClose
+)
+
+func (c *clientConn) busy() bool { return c.active || len(c.in) > 0 || len(c.out) > 0 }
+
+func (c *clientConn) setInterest(events uint32) {
+	if c.fd < 0 || c.interest == events {
+		return
+	}
+	if err := c.l.poll.mod(c.fd, events); err == nil {
+		c.interest = events
+	}
+}
+
+func (c *clientConn) event(events uint32) {
+	if events&unix.EPOLLOUT != 0 {
+		c.writable()
+	}
+	if c.fd >= 0 && events&(unix.EPOLLIN|unix.EPOLLERR|unix.EPOLLHUP) != 0 {
+		c.readable()
+	}
+}
+
+func (c *clientConn) readable() {
+	l := c.l
+	if c.active && c.bodyLeft == 0 && len(c.in) >= l.p.opts.MaxHeaderBytes {
+		// Pipelined past what one header may take: read no more until
+		// the response is done.
+		c.setInterest(c.interest &^ unix.EPOLLIN)
+		return
+	}
+	n, err := rawRead(c.fd, l.buf)
+	if err == unix.EAGAIN {
+		return
+	}
+	if n == 0 || err != nil {
+		// The client closed or reset: what it asked for is abandoned.
+		c.gone()
+		return
+	}
+	data := l.buf[:n]
+	if c.active {
+		c.refresh()
+		if c.bodyLeft > 0 {
+			k := min(int64(len(data)), c.bodyLeft)
+			c.bodyLeft -= k
+			c.keep(data[k:])
+			if !c.sendBody(data[:k]) {
+				return
+			}
+			return
+		}
+		c.keep(data)
+		return
+	}
+	if len(c.in) > 0 {
+		c.in = append(c.in, data...)
+		data = c.in
+	}
+	if !c.method.scan(l.buf[:n]) {
+		c.handoff(data) // fasthttp refuses it (methodCheckConn)
+		return
+	}
+	c.serve(data)
+}
+
+// keep appends bytes that must outlive the loop's read buffer.
+func (c *clientConn) keep(p []byte) {
+	if len(p) > 0 {
+		c.in = append(c.in, p...)
+	}
+}
+
+// serve starts the exchange of the request at the head of data, or keeps
+// data for when the rest of the header arrives. data is the loop's buffer
+// or c.in.
+func (c *clientConn) serve(data []byte) {
+	l := c.l
+	opts := &l.p.opts
+	l.req.Reset()
+	l.rd.Reset(data)
+	l.reqBR.Reset(&l.rd)
+	h := &l.req.Header
+	if err := h.Read(l.reqBR); err != nil {
+		if len(data) < opts.MaxHeaderBytes && !headerComplete(data) {
+			if len(c.in) == 0 {
+				c.deadline = l.now.Add(opts.ReadHeaderTimeout)
+			}
+			c.in = append(c.in[:0], data...)
+			return
+		}
+		c.handoff(data) // fasthttp answers 400 or 431
+		return
+	}
+	consumed := len(data) - l.rd.Len() - l.reqBR.Buffered()
+	body := data[consumed:]
+
+	cl := int64(h.ContentLength())
+	switch {
+	case !h.IsHTTP11(), cl == -1, opts.MaxBodyBytes > 0 && cl > opts.MaxBodyBytes,
+		upgradeProtocol(h) != nil, len(h.Peek(fasthttp.HeaderExpect)) > 0:
+		// HTTP/1.0 framing, chunked bodies, 413s, upgrades and
+		// 100-continue are fasthttp's.
+		c.handoff(data)
+		return
+	}
+	cl = max(cl, 0)
+	info := requestInfo{start: l.now, client: c.peer, log: c.s.logging()}
+	d := c.s.decide(&l.req, &info)
+	if len(d.backends) == 0 {
+		c.handoff(data) // the handler answers it, with the same decision
+		return
+	}
+
+	if h.ConnectionClose() {
+		c.closeAfter = true
+	}
+	x := &c.exchange
+	x.active = true
+	x.gen++
+	x.info = info
+	x.idem = idempotent(h.Method())
+	x.head = h.IsHead()
+	x.backends, x.choice, x.retried = d.backends, 0, false
+	c.s.rewriteHeader(&l.req, d.host, d.path, c.peer.Addr())
+	x.reqOut = h.AppendBytes(x.reqOut[:0])
+	k := min(int64(len(body)), cl)
+	x.reqOut = append(x.reqOut, body[:k]...)
+	x.bodyLen, x.bodyLeft = cl, cl-k
+	x.hdr, x.started, x.sent, x.reusable = x.hdr[:0], false, 0, true
+	x.chunks = chunkedScanner{}
+	// Pipelined bytes wait for the response; data may be c.in itself.
+	c.in = append(c.in[:0], body[k:]...)
+	c.refresh()
+	c.connect()
+}
+
+// headerComplete reports whether data holds the blank line ending a
+// header (fasthttp takes bare LF line ends too).
+func headerComplete(data []byte) bool {
+	return bytes.Contains(data, []byte("\n\r\n")) || bytes.Contains(data, []byte("\n\n"))
+}
+
+// refresh moves the deadline on: the exchange made progress.
+func (c *clientConn) refresh() {
+	o := &c.l.p.opts
+	c.deadline = c.l.now.Add(o.IdleTimeout)
+	if o.RequestTimeout > 0 && c.active {
+		if end := c.info.start.Add(o.RequestTimeout); end.Before(c.deadline) {
+			c.deadline = end
+		}
+	}
+}
+
+// connect sends the request to the current backend choice, over a pooled
+// connection when there is one.
+func (c *clientConn) connect() {
+	b := c.backends[c.choice]
+	c.info.backend = b
+	if up := c.l.takeIdle(b); up != nil {
+		c.attach(up)
+		return
+	}
+	c.dial(b)
+}
+
+func (c *clientConn) dial(b netip.AddrPort) {
+	l := c.l
+	c.dialing = true
+	debugDials.Add(1)
+	gen := c.gen
+	go func() {
+		fd, err := l.p.dialFD(b)
+		if !l.post(func() { c.dialed(gen, b, fd, err) }) && err == nil {
+			unix.Close(fd)
+		}
+	}()
+}
+
+// dialed takes a dial's result on the loop.
+func (c *clientConn) dialed(gen uint64, b netip.AddrPort, fd int, err error) {
+	l := c.l
+	var up *upstream
+	if err == nil {
+		if up, err = l.newUpstream(fd, b); err != nil {
+			err = &connectError{addr: b.String(), err: err}
+		}
+	}
+	if c.fd < 0 || !c.active || gen != c.gen {
+		// The exchange ended meanwhile; a connection is still worth
+		// pooling.
+		if up != nil {
+			l.release(up)
+		}
+		return
+	}
+	c.dialing = false
+	if err != nil {
+		l.p.log.Debug("slowpath: backend connect failed", "service", c.s.name, "backend", b, "err", err)
+		if c.idem && c.choice+1 < len(c.backends) {
+			c.choice++
+			c.connect()
+			return
+		}
+		c.fail(classify(err))
+		return
+	}
+	c.attach(up)
+}
+
+// attach makes up the exchange's backend connection and sends the request.
+func (c *clientConn) attach(up *upstream) {
+	c.up = up
+	up.owner = c
+	if !up.send(c.reqOut) {
+		c.upstreamFailed(nil)
+		return
+	}
+	if c.bodyLeft > 0 && len(up.out) > 0 {
+		c.setInterest(c.interest &^ unix.EPOLLIN)
+	}
+	if c.bodyLeft > 0 && len(c.in) > 0 {
+		// Body bytes that arrived while connecting.
+		k := min(int64(len(c.in)), c.bodyLeft)
+		c.bodyLeft -= k
+		body := c.in[:k]
+		c.sendBody(body)
+		if c.fd >= 0 {
+			c.in = c.in[:copy(c.in, c.in[k:])]
+		}
+	}
+}
+
+// sendBody forwards request body bytes; false when the exchange ended.
+func (c *clientConn) sendBody(p []byte) bool {
+	if c.up == nil {
+		// Still connecting: the bytes wait with the request.
+		c.reqOut = append(c.reqOut, p...)
+		return true
+	}
+	if !c.up.send(p) {
+		c.upstreamFailed(nil)
+		return false
+	}
+	if len(c.up.out) > 0 {
+		// The backend takes the body slower than the client sends it.
+		c.setInterest(c.interest &^ unix.EPOLLIN)
+	}
+	return true
+}
+
+func (c *clientConn) upstreamWritable() {
+	up := c.up
+	if !up.flush() {
+		c.upstreamFailed(nil)
+		return
+	}
+	if len(up.out) == 0 && c.interest&unix.EPOLLIN == 0 && c.bodyLeft > 0 {
+		c.setInterest(c.interest | unix.EPOLLIN)
+	}
+}
+
+func (c *clientConn) upstreamReadable() {
+	l := c.l
+	up := c.up
+	n, err := rawRead(up.fd, l.buf)
+	if err == unix.EAGAIN {
+		return
+	}
+	if n == 0 || err != nil {
+		if c.started && c.framing == framingUntilClose {
+			c.reusable = false
+			c.finish()
+			return
+		}
+		c.upstreamFailed(err)
+		return
+	}
+	c.refresh()
+	data := l.buf[:n]
+	if !c.started {
+		if len(c.hdr) > 0 {
+			c.hdr = append(c.hdr, data...)
+			data = c.hdr
+		}
+		c.respond(data)
+		return
+	}
+	c.forward(data, nil)
+}
+
+// respond parses the response header at the head of data and passes the
+// response on.
+func (c *clientConn) respond(data []byte) {
+	l := c.l
+	r := &l.resp
+	for {
+		r.Reset()
+		l.rd.Reset(data)
+		l.respBR.Reset(&l.rd)
+		if err := r.Read(l.respBR); err != nil {
+			if len(data) < upstreamReadBuffer && !headerComplete(data) {
+				c.hdr = append(c.hdr[:0], data...)
+				return
+			}
+			c.upstreamFailed(err)
+			return
+		}
+		data = data[len(data)-l.rd.Len()-l.respBR.Buffered():]
+		status := r.StatusCode()
+		if status >= 200 {
+			break
+		}
+		if status == fasthttp.StatusSwitchingProtocols {
+			c.upstreamFailed(errUnexpected1xx)
+			return
+		}
+		// 100 and 103 are interim: the final answer follows.
+	}
+	c.status = r.StatusCode()
+	if r.ConnectionClose() {
+		c.reusable = false
+	}
+	cl := int64(r.ContentLength())
+	stripHopByHop(r)
+	switch {
+	case c.head || c.status == fasthttp.StatusNoContent || c.status == fasthttp.StatusNotModified:
+		c.framing = framingNone
+		if cl >= 0 {
+			r.SetContentLength(int(cl)) // HEAD's length stands
+		}
+	case cl >= 0:
+		c.framing, c.left = framingLength, cl
+	case cl == -1:
+		c.framing = framingChunked
+		r.SetContentLength(-1) // Transfer-Encoding: chunked, passed through
+	default:
+		c.framing = framingUntilClose
+		c.reusable = false
+		c.closeAfter = true
+	}
+	if c.closeAfter {
+		r.SetConnectionClose()
+	}
+	c.started = true
+	c.hdr = c.hdr[:0]
+	c.reqOut = shrink(c.reqOut)
+	l.wbuf = r.AppendBytes(l.wbuf[:0])
+	c.forward(data, l.wbuf)
+}
+
+// forward passes body bytes from the backend to the client, after head
+// (the response header) when there is one, and ends the exchange at the
+// end of the body.
+func (c *clientConn) forward(data, head []byte) {
+	var k int
+	end := false
+	switch c.framing {
+	case framingNone:
+		end = true
+	case framingLength:
+		k = int(min(int64(len(data)), c.left))
+		c.left -= int64(k)
+		end = c.left == 0
+	case framingChunked:
+		var err error
+		k, end, err = c.chunks.scan(data)
+		if err != nil {
+			c.upstreamFailed(err)
+			return
+		}
+	case framingUntilClose:
+		k = len(data)
+	}
+	if k < len(data) {
+		// More than the response: the backend is out of step.
+		c.reusable = false
+	}
+	c.sent += int64(k)
+	out := data[:k]
+	if head != nil {
+		out = append(head, out...)
+		c.l.wbuf = out
+	}
+	if !c.write(out) {
+		return
+	}
+	if end {
+		c.finish()
+	}
+}
+
+// write sends p to the client, keeping what the socket does not take; the
+// backend is not read while the client lags. false: the client is gone.
+func (c *clientConn) write(p []byte) bool {
+	if len(c.out) == 0 {
+		n, err := rawWrite(c.fd, p)
+		switch {
+		case err == unix.EAGAIN:
+			n = 0
+		case err != nil:
+			c.gone()
+			return false
+		}
+		p = p[n:]
+		if len(p) == 0 {
+			return true
+		}
+	}
+	c.out = append(c.out, p...)
+	c.setInterest(c.interest | unix.EPOLLOUT)
+	if c.up != nil {
+		c.up.setInterest(c.up.interest &^ unix.EPOLLIN)
+	}
+	return true
+}
+
+func (c *clientConn) writable() {
+	for len(c.out) > 0 {
+		n, err := rawWrite(c.fd, c.out)
+		if err == unix.EAGAIN {
+			return
+		}
+		if err != nil {
+			c.gone()
+			return
+		}
+		c.out = c.out[:copy(c.out, c.out[n:])]
+	}
+	c.out = shrink(c.out)
+	c.setInterest(c.interest &^ unix.EPOLLOUT)
+	switch {
+	case c.active && c.up != nil:
+		c.up.setInterest(c.up.interest | unix.EPOLLIN)
+	case !c.active && c.closeAfter:
+		c.close()
+	}
+}
+
+// shrink drops a buffer grown for a large transfer, keeping a small one.
+func shrink(b []byte) []byte {
+	if cap(b) > 16<<10 {
+		return nil
+	}
+	return b[:0]
+}
+
+// finish ends an exchange whose response was passed on whole.
+func (c *clientConn) finish() {
+	c.s.record(&c.info, c.status, c.sent, false)
+	c.endExchange()
+}
+
+// endExchange releases the backend connection and goes on with the next
+// request, if the connection stays.
+func (c *clientConn) endExchange() {
+	if up := c.up; up != nil {
+		c.up = nil
+		if c.reusable && c.bodyLeft == 0 && len(up.out) == 0 {
+			up.reused = true
+			c.l.release(up)
+		} else {
+			up.close()
+		}
+	}
+	c.active = false
+	c.gen++
+	c.backends = nil
+	c.reqOut = shrink(c.reqOut)
+	c.hdr = shrink(c.hdr)
+	if c.closeAfter || c.bodyLeft > 0 {
+		// A body the backend did not wait for is still on its way: the
+		// next bytes do not start a request.
+		if len(c.out) == 0 {
+			c.close()
+		}
+		return
+	}
+	c.setInterest(c.interest | unix.EPOLLIN)
+	c.deadline = c.l.now.Add(c.l.p.opts.IdleTimeout)
+	if len(c.in) > 0 {
+		c.serve(c.in)
+	} else {
+		c.in = shrink(c.in)
+	}
+}
+
+// upstreamFailed handles a backend connection that failed or closed
+// before the response was complete.
+func (c *clientConn) upstreamFailed(err error) {
+	up := c.up
+	if !c.started && up != nil && up.reused && !c.retried && c.idem && c.bodyLen == 0 && len(c.hdr) == 0 {
+		// A pooled connection the backend closed while it was idle: the
+		// request never reached it, and may go again (RFC 9110 §9.2.2).
+		c.retried = true
+		c.up = nil
+		up.close()
+		c.dial(c.info.backend)
+		return
+	}
+	c.l.p.log.Debug("slowpath: backend request failed", "service", c.s.name, "backend", c.info.backend, "err", err)
+	c.reusable = false
+	if c.started {
+		c.abort()
+		return
+	}
+	c.fail(reasonBackendError)
+}
+
+// fail answers the request with reason's canned response.
+func (c *clientConn) fail(r reason) {
+	c.reusable = false
+	c.s.count(r, &c.info)
+	if c.write(cannedResponse(r, c.closeAfter)) {
+		c.endExchange()
+	}
+}
+
+// abort ends a response midway: the client sees the connection close
+// before the framing says the body ended.
+func (c *clientConn) abort() {
+	c.s.p.metrics.errorCounters[reasonResponseAborted].Inc()
+	c.s.record(&c.info, c.status, c.sent, true)
+	c.reusable = false
+	c.close()
+}
+
+// gone handles the client closing or failing.
+func (c *clientConn) gone() {
+	if c.active {
+		c.reusable = false
+		if c.started {
+			c.abort()
+			return
+		}
+	}
+	c.close()
+}
+
+func (c *clientConn) expire(now time.Time) {
+	if now.Before(c.deadline) {
+		return
+	}
+	switch {
+	case !c.active && len(c.in) > 0:
+		// A header that did not arrive in time (slowloris).
+		c.closeAfter = true
+		c.s.count(reasonClientTimeout, &requestInfo{start: now, client: c.peer})
+		if c.write(cannedResponse(reasonClientTimeout, true)) && len(c.out) == 0 {
+			c.close()
+		}
+	case !c.active:
+		c.close() // idle keep-alive connection
+	case c.started || c.bodyLeft > 0:
+		c.abort() // a body stalled in either direction
+	default:
+		c.l.p.log.Debug("slowpath: backend timeout", "service", c.s.name, "backend", c.info.backend)
+		c.reusable = false
+		c.fail(reasonBackendTimeout)
+	}
+}
+
+func (c *clientConn) close() {
+	if c.fd < 0 {
+		return
+	}
+	if up := c.up; up != nil {
+		c.up = nil
+		up.close()
+	}
+	c.active = false
+	c.gen++
+	c.l.unregister(c.fd)
+	unix.Close(c.fd)
+	c.fd = -1
+	c.l.clients--
+	c.in, c.out, c.reqOut, c.hdr = nil, nil, nil, nil
+}
+
+var debugDials atomic.Int64

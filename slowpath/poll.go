@@ -1,0 +1,117 @@
+package slowpath
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// poller is one event loop's epoll instance and the eventfd other
+// goroutines write to when they leave work in the loop's inbox.
+//
+// The loop never blocks in epoll_wait: a goroutine blocked in a system
+// call keeps its P until sysmon takes it, and sysmon sleeps up to 10 ms
+// when the process looks idle, so the goroutines the loop's writes wake
+// (in tests, the client and the backend) waited that long. The epoll
+// descriptor is itself pollable, so the loop parks in the Go runtime's
+// poller until it is readable and then collects its events without
+// waiting.
+//
+// Interest is level-triggered: a read that did not drain a socket is
+// reported again, so the loop never reads until EAGAIN (the goroutine
+// model's extra read per wake-up), and what the loop cannot consume yet it
+// leaves unread and drops from the interest set.
+type poller struct {
+	epfd int
+	file *os.File // epfd, in the Go runtime's poller
+	raw  syscall.RawConn
+	wake int
+}
+
+func newPoller() (*poller, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("epoll_create1: %w", err)
+	}
+	wake, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		unix.Close(epfd)
+		return nil, fmt.Errorf("eventfd: %w", err)
+	}
+	if err := unix.SetNonblock(epfd, true); err != nil {
+		unix.Close(epfd)
+		unix.Close(wake)
+		return nil, fmt.Errorf("epoll: %w", err)
+	}
+	p := &poller{epfd: epfd, file: os.NewFile(uintptr(epfd), "epoll"), wake: wake}
+	raw, err := p.file.SyscallConn()
+	if err == nil {
+		p.raw = raw
+		err = p.add(wake, unix.EPOLLIN)
+	}
+	if err != nil {
+		p.close()
+		return nil, fmt.Errorf("epoll: %w", err)
+	}
+	return p, nil
+}
+
+func (p *poller) add(fd int, events uint32) error {
+	ev := unix.EpollEvent{Events: events, Fd: int32(fd)}
+	if err := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+		return fmt.Errorf("epoll_ctl add: %w", err)
+	}
+	return nil
+}
+
+func (p *poller) mod(fd int, events uint32) error {
+	ev := unix.EpollEvent{Events: events, Fd: int32(fd)}
+	if err := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_MOD, fd, &ev); err != nil {
+		return fmt.Errorf("epoll_ctl mod: %w", err)
+	}
+	return nil
+}
+
+func (p *poller) del(fd int) {
+	_ = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, fd, nil)
+}
+
+// wait fills events, parking the goroutine until there is at least one.
+func (p *poller) wait(events []unix.EpollEvent) (int, error) {
+	var n int
+	var werr error
+	err := p.raw.Read(func(uintptr) bool {
+		n, werr = unix.EpollWait(p.epfd, events, 0)
+		if errors.Is(werr, unix.EINTR) {
+			n, werr = 0, nil
+		}
+		return n > 0 || werr != nil
+	})
+	if err == nil {
+		err = werr
+	}
+	if err != nil {
+		return 0, fmt.Errorf("epoll_wait: %w", err)
+	}
+	return n, nil
+}
+
+// wakeup makes the loop's wait return.
+func (p *poller) wakeup() {
+	one := [8]byte{1}
+	_, _ = unix.Write(p.wake, one[:])
+}
+
+// woken resets the eventfd once the loop has seen it.
+func (p *poller) woken() {
+	var b [8]byte
+	_, _ = unix.Read(p.wake, b[:])
+}
+
+func (p *poller) close() {
+	unix.Close(p.wake)
+	p.file.Close()
+}
