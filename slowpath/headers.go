@@ -47,6 +47,32 @@ func stripHopByHop(h header) {
 	}
 }
 
+// mayHaveHopByHop reports whether a raw header (request or status line
+// first) has a field stripHopByHop would delete: only a Connection field
+// can name others. The event loop checks the bytes it parsed instead of
+// paying for nine deletions (each normalises its key and searches every
+// field) on the common header that has none.
+func mayHaveHopByHop(raw []byte) bool {
+	for {
+		i := bytes.IndexByte(raw, '\n')
+		if i < 0 || i+1 == len(raw) {
+			return false
+		}
+		raw = raw[i+1:]
+		switch raw[0] | 0x20 {
+		case 'c', 'k', 'p', 't', 'u':
+			for _, name := range hopByHop {
+				if len(raw) > len(name) && hasPrefixFold(raw, name) {
+					switch raw[len(name)] {
+					case ':', ' ', '\t':
+						return true
+					}
+				}
+			}
+		}
+	}
+}
+
 // connectionTokens yields the non-empty, trimmed tokens of Connection
 // header values (RFC 9110 §7.6.1: a comma-separated list).
 func connectionTokens(values [][]byte) iter.Seq[[]byte] {

@@ -193,7 +193,7 @@ func (c *clientConn) serve(data []byte) {
 	x.idem = idempotent(h.Method())
 	x.head = h.IsHead()
 	x.backends, x.choice, x.retried = d.backends, 0, false
-	c.s.rewriteHeader(&l.req, d.host, d.path, c.peer.Addr())
+	c.s.rewriteHeader(&l.req, d.host, d.path, c.peer.Addr(), mayHaveHopByHop(data[:consumed]))
 	x.reqOut = h.AppendBytes(x.reqOut[:0])
 	k := min(int64(len(body)), cl)
 	x.reqOut = append(x.reqOut, body[:k]...)
@@ -365,6 +365,7 @@ func (c *clientConn) upstreamReadable() {
 func (c *clientConn) respond(data []byte) {
 	l := c.l
 	r := &l.resp
+	var raw []byte // the final response's header
 	for {
 		r.Reset()
 		l.rd.Reset(data)
@@ -377,7 +378,8 @@ func (c *clientConn) respond(data []byte) {
 			c.upstreamFailed(err)
 			return
 		}
-		data = data[len(data)-l.rd.Len()-l.respBR.Buffered():]
+		n := len(data) - l.rd.Len() - l.respBR.Buffered()
+		raw, data = data[:n], data[n:]
 		status := r.StatusCode()
 		if status >= 200 {
 			break
@@ -393,7 +395,9 @@ func (c *clientConn) respond(data []byte) {
 		c.reusable = false
 	}
 	cl := int64(r.ContentLength())
-	stripHopByHop(r)
+	if mayHaveHopByHop(raw) {
+		stripHopByHop(r)
+	}
 	switch {
 	case c.head || c.status == fasthttp.StatusNoContent || c.status == fasthttp.StatusNotModified:
 		c.framing = framingNone

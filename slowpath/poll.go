@@ -1,10 +1,10 @@
 package slowpath
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -80,15 +80,29 @@ func (p *poller) del(fd int) {
 }
 
 // wait fills events, parking the goroutine until there is at least one.
+// The epoll_wait that collects them never blocks, so it is made without
+// telling the scheduler (as rawRead): a system call the scheduler knows
+// of, if the kernel preempts the thread inside it, leaves the P in a
+// syscall state that sysmon polls every 20 µs to take back, and those
+// wake-ups cost 2.5% of the proxy's CPU.
 func (p *poller) wait(events []unix.EpollEvent) (int, error) {
 	var n int
 	var werr error
 	err := p.raw.Read(func(uintptr) bool {
-		n, werr = unix.EpollWait(p.epfd, events, 0)
-		if errors.Is(werr, unix.EINTR) {
-			n, werr = 0, nil
+		for {
+			r, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(p.epfd),
+				uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), 0, 0, 0)
+			switch e {
+			case 0:
+				n = int(r)
+				return n > 0 // none: park until the epoll descriptor is readable
+			case unix.EINTR:
+				continue
+			default:
+				werr = e
+				return true
+			}
 		}
-		return n > 0 || werr != nil
 	})
 	if err == nil {
 		err = werr
