@@ -459,16 +459,17 @@ func detachFD(c net.Conn) (int, error) {
 	return fd, nil
 }
 
-// rawRead and rawWrite are read(2) and write(2) on non-blocking sockets,
-// without telling the Go scheduler: they never block, and a write into a
+// rawRead and rawWrite are recv(2) and send(2) on non-blocking sockets,
+// without telling the Go scheduler: they never block, and a send into a
 // veth that runs the receiver's stack inline may take longer than 20 µs,
 // after which a syscall announced to the scheduler loses its P to sysmon
-// and must get one back.
+// and must get one back. recv and send, not read and write, skip the VFS
+// layer (file position lock, fsnotify), as nginx does.
 func rawRead(fd int, p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	n, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+	n, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)), 0, 0, 0)
 	if e != 0 {
 		return 0, e
 	}
@@ -479,7 +480,8 @@ func rawWrite(fd int, p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	n, _, e := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+	// MSG_NOSIGNAL: a peer that closed is an EPIPE, not a signal.
+	n, _, e := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)), unix.MSG_NOSIGNAL, 0, 0)
 	if e != 0 {
 		return 0, e
 	}
