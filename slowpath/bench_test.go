@@ -33,7 +33,6 @@ func BenchmarkProxyKeepAlive(b *testing.B) {
 	defer p.Shutdown(b.Context())
 
 	c := &fasthttp.HostClient{Addr: ln.Addr().String(), MaxConns: 64}
-	defer func() { b.Logf("dials %d", debugDials.Load()) }()
 	b.ReportAllocs()
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {

@@ -31,6 +31,7 @@ func (c *clientConn) handoff(data []byte) {
 		l.p.log.Debug("slowpath: hand connection to fasthttp", "service", c.s.name, "err", err)
 		return
 	}
+	l.p.metrics.handoffs.Inc()
 	c.s.handoff.push(&prefixConn{Conn: nc, prefix: prefix})
 }
 

@@ -36,15 +36,27 @@ type fakeRouter struct {
 	service netip.AddrPort
 	routes  []fakeRoute
 	pools   map[string][]netip.AddrPort
-	// seen records the last Route arguments.
-	seenHost, seenPath, seenMethod string
-	seenClient                     netip.AddrPort
+	// seen records the last Route arguments (read it with last: the
+	// proxy's event loops talk to the test over raw sockets, which the
+	// race detector does not take for synchronisation).
+	seen seenRoute
+}
+
+type seenRoute struct {
+	host, path, method string
+	client             netip.AddrPort
+}
+
+func (f *fakeRouter) last() seenRoute {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.seen
 }
 
 func (f *fakeRouter) Route(service netip.AddrPort, method, host, path string) (string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.seenHost, f.seenPath, f.seenMethod = strings.Clone(host), strings.Clone(path), strings.Clone(method)
+	f.seen.host, f.seen.path, f.seen.method = strings.Clone(host), strings.Clone(path), strings.Clone(method)
 	if service != f.service {
 		return "", router.ErrNoService
 	}
@@ -64,7 +76,7 @@ func (f *fakeRouter) Route(service netip.AddrPort, method, host, path string) (s
 func (f *fakeRouter) Backends(pool string, client, service netip.AddrPort, n int) []netip.AddrPort {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.seenClient = client
+	f.seen.client = client
 	b := f.pools[pool]
 	if len(b) > n {
 		b = b[:n]

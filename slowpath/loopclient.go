@@ -3,7 +3,6 @@ package slowpath
 import (
 	"bytes"
 	"net/netip"
-	"sync/atomic"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -238,7 +237,6 @@ func (c *clientConn) connect() {
 func (c *clientConn) dial(b netip.AddrPort) {
 	l := c.l
 	c.dialing = true
-	debugDials.Add(1)
 	gen := c.gen
 	go func() {
 		fd, err := l.p.dialFD(b)
@@ -651,5 +649,3 @@ func (c *clientConn) close() {
 	c.l.clients--
 	c.in, c.out, c.reqOut, c.hdr = nil, nil, nil, nil
 }
-
-var debugDials atomic.Int64

@@ -88,6 +88,7 @@ type metrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	errors   *prometheus.CounterVec
+	handoffs prometheus.Counter
 	// errorCounters caches each reason's child: the error path does no
 	// label hashing.
 	errorCounters [numReasons]prometheus.Counter
@@ -108,6 +109,10 @@ func newMetrics() *metrics {
 			Name: "rauta_slowpath_errors_total",
 			Help: "Requests the slow-path proxy answered with an error itself, or lost midway (response_aborted), by reason.",
 		}, []string{"reason"}),
+		handoffs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rauta_slowpath_handoffs_total",
+			Help: "Plain-HTTP connections the event loops handed to the fasthttp server with a request they do not serve themselves: errors, redirects, chunked uploads, HTTP/1.0, upgrades, Expect, garbage.",
+		}),
 	}
 	for r := range numReasons {
 		m.errorCounters[r] = m.errors.WithLabelValues(reasons[r].label)
@@ -121,7 +126,7 @@ func (p *Proxy) Collectors() []prometheus.Collector {
 		Name: "rauta_slowpath_tunnels",
 		Help: "Upgraded connections (WebSocket and others) the slow-path proxy is relaying.",
 	}, func() float64 { return float64(p.tunnels.count()) })
-	return []prometheus.Collector{p.metrics.requests, p.metrics.duration, p.metrics.errors, tunnels}
+	return []prometheus.Collector{p.metrics.requests, p.metrics.duration, p.metrics.errors, p.metrics.handoffs, tunnels}
 }
 
 // statusLabels avoids an strconv allocation per request for the code label.

@@ -59,11 +59,12 @@ func TestRoutesToPool(t *testing.T) {
 	if resp.StatusCode != 200 || body != "a GET /a/x?q=1" {
 		t.Fatalf("/a: %d %q", resp.StatusCode, body)
 	}
-	if rt.seenHost != "Example.com" || rt.seenPath != "/a/x?q=1" || rt.seenMethod != "GET" {
-		t.Errorf("router saw host %q path %q method %q", rt.seenHost, rt.seenPath, rt.seenMethod)
+	seen := rt.last()
+	if seen.host != "Example.com" || seen.path != "/a/x?q=1" || seen.method != "GET" {
+		t.Errorf("router saw host %q path %q method %q", seen.host, seen.path, seen.method)
 	}
-	if rt.seenClient.Addr() != netip.MustParseAddr("127.0.0.1") || rt.seenClient.Port() == 0 {
-		t.Errorf("Backends got client %v, want 127.0.0.1:port", rt.seenClient)
+	if seen.client.Addr() != netip.MustParseAddr("127.0.0.1") || seen.client.Port() == 0 {
+		t.Errorf("Backends got client %v, want 127.0.0.1:port", seen.client)
 	}
 	// The normalised path is routed and forwarded.
 	_, body = get(t, c, "http://"+addr+"//b//y", nil)
@@ -94,8 +95,8 @@ func TestAbsoluteForm(t *testing.T) {
 	if resp.StatusCode != 200 || string(body) != "a GET /p/q?x=1" {
 		t.Fatalf("%d %q", resp.StatusCode, body)
 	}
-	if rt.seenHost != "other.example" {
-		t.Errorf("routed host %q, want the absolute-form authority", rt.seenHost)
+	if host := rt.last().host; host != "other.example" {
+		t.Errorf("routed host %q, want the absolute-form authority", host)
 	}
 	if h := a.lastRequest().Host; h != "other.example" {
 		t.Errorf("backend Host %q", h)

@@ -1,0 +1,285 @@
+package slowpath
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// What the event loops serve themselves, and what they hand to fasthttp.
+// Most of the proxy's behaviour is tested through both ways by the other
+// tests (a plain listener's requests start on a loop); these pin down what
+// only the loop does: pipelining, headers split across reads, passing the
+// backend's framing through, and which requests leave the loop.
+
+func (p *Proxy) handoffCount() float64 { return testutil.ToFloat64(p.metrics.handoffs) }
+
+// dialProxy opens a client connection with a deadline.
+func dialProxy(t *testing.T, addr string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	return c, bufio.NewReader(c)
+}
+
+func readResponse(t *testing.T, br *bufio.Reader, method string) (*http.Response, string) {
+	t.Helper()
+	resp, err := http.ReadResponse(br, &http.Request{Method: method})
+	if err != nil {
+		t.Fatalf("read response: %v", err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("read body: %v", err)
+	}
+	return resp, string(body)
+}
+
+func onePool(addrs ...netip.AddrPort) *fakeRouter {
+	return &fakeRouter{service: vip, routes: []fakeRoute{{prefix: "/", pool: "p"}},
+		pools: map[string][]netip.AddrPort{"p": addrs}}
+}
+
+func TestLoopServesPipelinedRequestsInOrder(t *testing.T) {
+	be := startBackend(t, nameHandler("a"))
+	p, addr := startProxy(t, Options{}, Listener{Service: vip}, onePool(be.addr))
+	c, br := dialProxy(t, addr)
+	var reqs strings.Builder
+	for i := range 5 {
+		fmt.Fprintf(&reqs, "GET /r%d HTTP/1.1\r\nHost: x\r\n\r\n", i)
+	}
+	// One write: the loop reads all five at once and must answer them one
+	// after the other on the same connection.
+	if _, err := io.WriteString(c, reqs.String()); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		resp, body := readResponse(t, br, "GET")
+		if want := fmt.Sprintf("a GET /r%d", i); resp.StatusCode != 200 || body != want {
+			t.Fatalf("response %d: %d %q, want %q", i, resp.StatusCode, body, want)
+		}
+	}
+	if n := p.handoffCount(); n != 0 {
+		t.Errorf("%v handoffs, want the loop to serve every request", n)
+	}
+}
+
+func TestLoopWaitsForTheRestOfAHeader(t *testing.T) {
+	be := startBackend(t, nameHandler("a"))
+	p, addr := startProxy(t, Options{}, Listener{Service: vip}, onePool(be.addr))
+	c, br := dialProxy(t, addr)
+	for _, part := range []string{"GE", "T /split HTTP/1.1\r\nHo", "st: x\r\nContent-Length: 4\r\n", "\r\nbo", "dy"} {
+		if _, err := io.WriteString(c, part); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond) // separate segments, separate reads
+	}
+	resp, body := readResponse(t, br, "GET")
+	if resp.StatusCode != 200 || body != "a GET /split" {
+		t.Fatalf("%d %q", resp.StatusCode, body)
+	}
+	if got := be.lastRequest().ContentLength; got != 4 {
+		t.Errorf("backend got a body of %d bytes, want 4", got)
+	}
+	if n := p.handoffCount(); n != 0 {
+		t.Errorf("%v handoffs, want the loop to serve the request", n)
+	}
+}
+
+func TestLoopHandsOverWhatItDoesNotServe(t *testing.T) {
+	be := startBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "%s %s body=%q", r.Method, r.URL.Path, b)
+	})
+	rt := onePool(be.addr)
+	rt.routes = []fakeRoute{{prefix: "/only-get", pool: "p", methods: []string{"GET"}}, {prefix: "/ok", pool: "p"}}
+	p, addr := startProxy(t, Options{MaxBodyBytes: 100}, Listener{Service: vip}, rt)
+	for _, tc := range []struct {
+		name, req string
+		status    int
+		body      string
+	}{
+		{"chunked upload", "POST /ok HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", 200, `POST /ok body="abc"`},
+		{"HTTP/1.0", "GET /ok HTTP/1.0\r\nHost: x\r\n\r\n", 200, `GET /ok body=""`},
+		{"no route", "GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n", 404, "404 no route\n"},
+		{"method", "POST /only-get HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", 405, "405 method not allowed\n"},
+		{"too large", "POST /ok HTTP/1.1\r\nHost: x\r\nContent-Length: 101\r\n\r\n" + strings.Repeat("b", 101), 413, "413 request body too large\n"},
+		{"no host", "GET /ok HTTP/1.1\r\n\r\n", 400, "400 bad request\n"},
+		{"garbage", "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 400, "400 bad request\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := p.handoffCount()
+			resp, body := rawRequest(t, addr, tc.req)
+			if resp.StatusCode != tc.status || string(body) != tc.body {
+				t.Errorf("%d %q, want %d %q", resp.StatusCode, body, tc.status, tc.body)
+			}
+			if n := p.handoffCount() - before; n != 1 {
+				t.Errorf("%v handoffs, want 1", n)
+			}
+		})
+	}
+	t.Run("expect", func(t *testing.T) {
+		before := p.handoffCount()
+		c, br := dialProxy(t, addr)
+		io.WriteString(c, "PUT /ok HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n")
+		if resp, _ := readResponse(t, br, "PUT"); resp.StatusCode != 100 {
+			t.Fatalf("%d, want 100 Continue", resp.StatusCode)
+		}
+		io.WriteString(c, "hi")
+		if resp, body := readResponse(t, br, "PUT"); resp.StatusCode != 200 || body != `PUT /ok body="hi"` {
+			t.Errorf("%d %q", resp.StatusCode, body)
+		}
+		if n := p.handoffCount() - before; n != 1 {
+			t.Errorf("%v handoffs, want 1", n)
+		}
+	})
+
+	// A connection handed over stays with fasthttp: its next request is
+	// served there, on the same connection.
+	c, br := dialProxy(t, addr)
+	io.WriteString(c, "GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\nGET /ok HTTP/1.1\r\nHost: x\r\n\r\n")
+	if resp, _ := readResponse(t, br, "GET"); resp.StatusCode != 404 {
+		t.Fatalf("first: %d", resp.StatusCode)
+	}
+	if resp, body := readResponse(t, br, "GET"); resp.StatusCode != 200 || body != `GET /ok body=""` {
+		t.Fatalf("second: %d %q", resp.StatusCode, body)
+	}
+}
+
+// TestLoopPassesTheBackendsFraming: the loop forwards a body as the
+// backend framed it (length, chunks, end of connection) and finds where
+// it ends, so the next response on either connection is intact.
+func TestLoopPassesTheBackendsFraming(t *testing.T) {
+	answers := map[string]string{
+		"/length":  "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+		"/chunked": "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n",
+		"/interim": "HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+		"/head":    "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+		"/empty":   "HTTP/1.1 204 No Content\r\n\r\n",
+		"/hop":     "HTTP/1.1 200 OK\r\nConnection: X-Private\r\nX-Private: secret\r\nKeep-Alive: timeout=5\r\nContent-Length: 1\r\n\r\nh",
+	}
+	var conns int
+	be := rawBackend(t, func(c net.Conn, req *http.Request) {
+		conns++
+		br := bufio.NewReader(c)
+		for {
+			if _, err := io.WriteString(c, answers[req.URL.Path]); err != nil {
+				return
+			}
+			var err error
+			if req, err = http.ReadRequest(br); err != nil {
+				return
+			}
+		}
+	})
+	_, addr := startProxy(t, Options{}, Listener{Service: vip}, onePool(be))
+	_, br := dialProxy(t, addr)
+	c, _ := dialProxy(t, addr)
+	br = bufio.NewReader(c)
+	for _, tc := range []struct{ method, path, body string }{
+		{"GET", "/length", "hello"},
+		{"GET", "/chunked", "hello world"},
+		{"GET", "/interim", "ok"},
+		{"HEAD", "/head", ""},
+		{"GET", "/empty", ""},
+		{"GET", "/hop", "h"},
+		{"GET", "/length", "hello"},
+	} {
+		fmt.Fprintf(c, "%s %s HTTP/1.1\r\nHost: x\r\n\r\n", tc.method, tc.path)
+		resp, body := readResponse(t, br, tc.method)
+		if body != tc.body || resp.StatusCode/100 != 2 {
+			t.Fatalf("%s %s: %d %q, want %q", tc.method, tc.path, resp.StatusCode, body, tc.body)
+		}
+		if tc.path == "/chunked" && resp.Trailer.Get("X-Trailer") != "t" {
+			t.Errorf("chunked: trailer %v", resp.Trailer)
+		}
+		if tc.path == "/head" && resp.ContentLength != 5 {
+			t.Errorf("HEAD: Content-Length %d, want the backend's 5", resp.ContentLength)
+		}
+		if tc.path == "/hop" && (resp.Header.Get("X-Private") != "" || resp.Header.Get("Keep-Alive") != "") {
+			t.Errorf("hop-by-hop fields passed on: %v", resp.Header)
+		}
+		if resp.Close {
+			t.Fatalf("%s: the client connection is to be closed", tc.path)
+		}
+	}
+	if conns != 1 {
+		t.Errorf("the backend saw %d connections, want the one kept alive throughout", conns)
+	}
+}
+
+func TestLoopEndsAResponseWithoutLengthWithTheConnection(t *testing.T) {
+	be := rawBackend(t, func(c net.Conn, _ *http.Request) {
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end")
+	})
+	_, addr := startProxy(t, Options{}, Listener{Service: vip}, onePool(be))
+	c, br := dialProxy(t, addr)
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp, body := readResponse(t, br, "GET")
+	if resp.StatusCode != 200 || body != "until the end" || !resp.Close {
+		t.Fatalf("%d %q close=%v, want the body and Connection: close", resp.StatusCode, body, resp.Close)
+	}
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Errorf("after the body: %v, want the connection closed", err)
+	}
+}
+
+// TestLoopRetriesAStalePooledConnection: a backend that closes a kept-alive
+// connection while it is idle costs nothing but a new connection, for a
+// request without a body.
+func TestLoopRetriesAStalePooledConnection(t *testing.T) {
+	be := rawBackend(t, func(c net.Conn, req *http.Request) {
+		// Claims keep-alive, then closes once the answer is out.
+		fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(req.URL.Path), req.URL.Path)
+		time.Sleep(50 * time.Millisecond)
+	})
+	_, addr := startProxy(t, Options{}, Listener{Service: vip}, onePool(be))
+	c, br := dialProxy(t, addr)
+	for _, path := range []string{"/one", "/two", "/three"} {
+		fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", path)
+		resp, body := readResponse(t, br, "GET")
+		if resp.StatusCode != 200 || body != path {
+			t.Fatalf("%s: %d %q", path, resp.StatusCode, body)
+		}
+		time.Sleep(100 * time.Millisecond) // the backend has closed by now
+	}
+}
+
+func TestLoopAnswersGatewayErrorsItself(t *testing.T) {
+	dead := deadAddr(t)
+	stall := rawBackend(t, func(c net.Conn, _ *http.Request) { time.Sleep(2 * time.Second) })
+	rt := &fakeRouter{service: vip, routes: []fakeRoute{{prefix: "/dead", pool: "dead"}, {prefix: "/stall", pool: "stall"}},
+		pools: map[string][]netip.AddrPort{"dead": {dead}, "stall": {stall}}}
+	p, addr := startProxy(t, Options{IdleTimeout: 300 * time.Millisecond}, Listener{Service: vip}, rt)
+	c, br := dialProxy(t, addr)
+	for _, tc := range []struct {
+		path   string
+		status int
+		r      reason
+	}{{"/dead", 502, reasonBackendConnect}, {"/stall", 504, reasonBackendTimeout}, {"/dead", 502, reasonBackendConnect}} {
+		before := p.errorCount(tc.r)
+		fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", tc.path)
+		resp, body := readResponse(t, br, "GET")
+		if resp.StatusCode != tc.status || body != string(reasons[tc.r].body) || resp.Close {
+			t.Fatalf("%s: %d %q close=%v", tc.path, resp.StatusCode, body, resp.Close)
+		}
+		if p.errorCount(tc.r) != before+1 {
+			t.Errorf("%s: %s not counted", tc.path, reasons[tc.r].label)
+		}
+	}
+	if n := p.handoffCount(); n != 0 {
+		t.Errorf("%v handoffs: gateway errors are the loop's", n)
+	}
+}
