@@ -223,8 +223,13 @@ func TestUpgradeIdle(t *testing.T) {
 func tunnelGauge(t *testing.T, p *Proxy) float64 {
 	t.Helper()
 	for _, c := range p.Collectors() {
-		if g, ok := c.(prometheus.GaugeFunc); ok {
-			return testutil.ToFloat64(g)
+		descs := make(chan *prometheus.Desc, 10)
+		c.Describe(descs)
+		close(descs)
+		for d := range descs {
+			if strings.Contains(d.String(), `"rauta_slowpath_tunnels"`) {
+				return testutil.ToFloat64(c)
+			}
 		}
 	}
 	t.Fatal("no tunnel gauge among the proxy's collectors")
