@@ -66,9 +66,11 @@ func NormalizePath(raw string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	clean, err := removeDotSegments(decoded)
-	if err != nil {
-		return "", err
+	clean := decoded
+	if !cleanSegments(decoded) {
+		if clean, err = removeDotSegments(decoded); err != nil {
+			return "", err
+		}
 	}
 	if hasQuery {
 		return clean + "?" + query, nil
@@ -77,16 +79,23 @@ func NormalizePath(raw string) (string, error) {
 }
 
 // alreadyClean reports whether normalising would leave path as it is: no
-// escape, no byte above 0x7e, no empty, "." or ".." segment past the root.
+// escape, no byte above 0x7e, and cleanSegments.
 func alreadyClean(path string) bool {
+	for i := 1; i < len(path); i++ {
+		if c := path[i]; c == '%' || c > 0x7e {
+			return false
+		}
+	}
+	return cleanSegments(path)
+}
+
+// cleanSegments reports whether removeDotSegments would leave path as it
+// is: no empty, "." or ".." segment past the root.
+func cleanSegments(path string) bool {
 	segStart := 1
 	for i := 1; i <= len(path); i++ {
-		if i < len(path) {
-			if c := path[i]; c == '%' || c > 0x7e {
-				return false
-			} else if c != '/' {
-				continue
-			}
+		if i < len(path) && path[i] != '/' {
+			continue
 		}
 		switch path[segStart:i] {
 		case "":

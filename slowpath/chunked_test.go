@@ -70,25 +70,3 @@ func TestChunkedScannerRefusesMalformed(t *testing.T) {
 	}
 }
 
-func TestMayHaveHopByHop(t *testing.T) {
-	for raw, want := range map[string]bool{
-		"GET / HTTP/1.1\r\nHost: a\r\nUser-Agent: x\r\nAccept: */*\r\n\r\n":     false,
-		"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nCookie: c=1\r\n\r\n": false,
-		"GET /connection: HTTP/1.1\r\nHost: a\r\n\r\n":                          false, // the request line is no field
-		"GET / HTTP/1.1\r\nHost: a\r\nconnection: x-secret\r\n\r\n":             true,
-		"GET / HTTP/1.1\r\nHost: a\r\nKeep-Alive: timeout=5\r\n\r\n":            true,
-		"GET / HTTP/1.1\r\nHost: a\r\nTE: trailers\r\n\r\n":                     true,
-		"GET / HTTP/1.1\r\nHost: a\r\nPROXY-CONNECTION: keep-alive\r\n\r\n":     true,
-		"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n":               true,
-		"GET / HTTP/1.1\r\nHost: a\r\nProxy-Authorization: Basic x\r\n\r\n":     true,
-		"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n":                 true,
-		"HTTP/1.1 200 OK\r\nTrailer: Expires\r\n\r\n":                           true,
-		"HTTP/1.1 200 OK\r\nTrailers-Are-Not-Trailer: x\r\nTEx: 1\r\n\r\n":      false,
-		"HTTP/1.1 200 OK\nConnection: close\n\n":                                true, // bare LF
-		"HTTP/1.1 200 OK\r\nConnection : close\r\n\r\n":                         true, // what a lenient parser might take
-	} {
-		if got := mayHaveHopByHop([]byte(raw)); got != want {
-			t.Errorf("%q: %v, want %v", raw, got, want)
-		}
-	}
-}

@@ -262,7 +262,7 @@ func (s *service) decide(req *fasthttp.Request, info *requestInfo) decision {
 // in place: fasthttp's Request is reused rather than copied.
 func (s *service) rewriteRequest(ctx *fasthttp.RequestCtx, host []byte, path string, client netip.Addr) {
 	req := &ctx.Request
-	s.rewriteHeader(req, host, path, client, true)
+	s.rewriteHeader(req, host, path, client, allHopByHop)
 	// HostClient takes the scheme from the URI and refuses https on a
 	// plain connection; backends are plain HTTP.
 	if ctx.IsTLS() {
@@ -273,13 +273,11 @@ func (s *service) rewriteRequest(ctx *fasthttp.RequestCtx, host []byte, path str
 }
 
 // rewriteHeader is the header of the request the backend gets, for both
-// ways of serving a connection; hopByHop is false when the header is known
-// to have no field stripHopByHop deletes (mayHaveHopByHop).
-func (s *service) rewriteHeader(req *fasthttp.Request, host []byte, path string, client netip.Addr, hopByHop bool) {
+// ways of serving a connection; hopByHop are the hop-by-hop fields it may
+// have (allHopByHop unless the raw header was looked at: hopByHopFields).
+func (s *service) rewriteHeader(req *fasthttp.Request, host []byte, path string, client netip.Addr, hopByHop hopByHopSet) {
 	h := &req.Header
-	if hopByHop {
-		stripHopByHop(h)
-	}
+	stripHopByHopFields(h, hopByHop)
 	// fasthttp answered any 100-continue itself, before the body was
 	// read; the event loop hands requests with Expect to fasthttp.
 	h.Del(fasthttp.HeaderExpect)

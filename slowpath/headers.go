@@ -13,7 +13,7 @@ import (
 // Transfer-Encoding is among them because fasthttp reframes both bodies:
 // the length it writes comes from the stream it is given.
 var hopByHop = [...]string{
-	fasthttp.HeaderConnection,
+	fasthttp.HeaderConnection, // first: stripHopByHopFields relies on it
 	"Keep-Alive",
 	fasthttp.HeaderProxyAuthenticate,
 	fasthttp.HeaderProxyAuthorization,
@@ -35,37 +35,53 @@ type header interface {
 // Connection header names. It deletes names that are absent too: a Del
 // costs about what a Peek does, and the common case has none to find.
 func stripHopByHop(h header) {
-	// The tokens alias header memory: delete them all before any Set can
-	// reuse that memory, and before Connection itself goes.
-	for tok := range connectionTokens(h.PeekAll(fasthttp.HeaderConnection)) {
-		if !protected(tok) {
-			h.DelBytes(tok)
+	stripHopByHopFields(h, allHopByHop)
+}
+
+// hopByHopSet has bit i set for hopByHop[i].
+type hopByHopSet uint16
+
+const allHopByHop = hopByHopSet(1<<len(hopByHop) - 1)
+
+// stripHopByHopFields is stripHopByHop for the hop-by-hop names in set
+// (and those Connection names, when Connection is in it).
+func stripHopByHopFields(h header, set hopByHopSet) {
+	if set&1 != 0 { // hopByHop[0] is Connection
+		// The tokens alias header memory: delete them all before any Set
+		// can reuse that memory, and before Connection itself goes.
+		for tok := range connectionTokens(h.PeekAll(fasthttp.HeaderConnection)) {
+			if !protected(tok) {
+				h.DelBytes(tok)
+			}
 		}
 	}
-	for _, name := range hopByHop {
-		h.Del(name)
+	for i, name := range hopByHop {
+		if set&(1<<i) != 0 {
+			h.Del(name)
+		}
 	}
 }
 
-// mayHaveHopByHop reports whether a raw header (request or status line
-// first) has a field stripHopByHop would delete: only a Connection field
-// can name others. The event loop checks the bytes it parsed instead of
-// paying for nine deletions (each normalises its key and searches every
-// field) on the common header that has none.
-func mayHaveHopByHop(raw []byte) bool {
+// hopByHopFields returns the hop-by-hop names a raw header (request or
+// status line first) has fields of: only a Connection field can name
+// others. The event loop strips what it finds instead of paying for nine
+// deletions (each normalises its key and searches every field) on headers
+// that have one of them or none.
+func hopByHopFields(raw []byte) hopByHopSet {
+	var set hopByHopSet
 	for {
 		i := bytes.IndexByte(raw, '\n')
 		if i < 0 || i+1 == len(raw) {
-			return false
+			return set
 		}
 		raw = raw[i+1:]
 		switch raw[0] | 0x20 {
 		case 'c', 'k', 'p', 't', 'u':
-			for _, name := range hopByHop {
+			for j, name := range hopByHop {
 				if len(raw) > len(name) && hasPrefixFold(raw, name) {
 					switch raw[len(name)] {
 					case ':', ' ', '\t':
-						return true
+						set |= 1 << j
 					}
 				}
 			}
@@ -119,11 +135,18 @@ func setForwarded(h *fasthttp.RequestHeader, client netip.Addr, proto string, ho
 		buf = append(buf, ", "...)
 	}
 	buf = client.AppendTo(buf)
-	h.SetBytesV(fasthttp.HeaderXForwardedFor, buf)
-	h.Set(fasthttp.HeaderXForwardedProto, proto)
+	// The names are canonical already: SetCanonical skips normalising.
+	h.SetCanonical(xForwardedFor, buf)
+	h.SetCanonical(xForwardedProto, []byte(proto))
 	if len(host) > 0 {
-		h.SetBytesV(fasthttp.HeaderXForwardedHost, host)
+		h.SetCanonical(xForwardedHost, host)
 	} else {
 		h.Del(fasthttp.HeaderXForwardedHost)
 	}
 }
+
+var (
+	xForwardedFor   = []byte(fasthttp.HeaderXForwardedFor)
+	xForwardedProto = []byte(fasthttp.HeaderXForwardedProto)
+	xForwardedHost  = []byte(fasthttp.HeaderXForwardedHost)
+)

@@ -192,7 +192,7 @@ func (c *clientConn) serve(data []byte) {
 	x.idem = idempotent(h.Method())
 	x.head = h.IsHead()
 	x.backends, x.choice, x.retried = d.backends, 0, false
-	c.s.rewriteHeader(&l.req, d.host, d.path, c.peer.Addr(), mayHaveHopByHop(data[:consumed]))
+	c.s.rewriteHeader(&l.req, d.host, d.path, c.peer.Addr(), hopByHopFields(data[:consumed]))
 	x.reqOut = h.AppendBytes(x.reqOut[:0])
 	k := min(int64(len(body)), cl)
 	x.reqOut = append(x.reqOut, body[:k]...)
@@ -393,9 +393,7 @@ func (c *clientConn) respond(data []byte) {
 		c.reusable = false
 	}
 	cl := int64(r.ContentLength())
-	if mayHaveHopByHop(raw) {
-		stripHopByHop(r)
-	}
+	stripHopByHopFields(r, hopByHopFields(raw))
 	switch {
 	case c.head || c.status == fasthttp.StatusNoContent || c.status == fasthttp.StatusNotModified:
 		c.framing = framingNone
