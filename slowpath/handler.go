@@ -80,8 +80,7 @@ func newService(p *Proxy, l Listener) *service {
 		// memory or temporary files.
 		DisablePreParseMultipartForm: true,
 		// The backend's headers are forwarded as they are: no Server or
-		// Content-Type of our own. Date stays: fasthttp only adds one when
-		// the backend sent none.
+		// Content-Type of our own. Date is the proxy's own, as nginx's.
 		NoDefaultServerHeader: true,
 		NoDefaultContentType:  true,
 		CloseOnShutdown:       true,

@@ -98,13 +98,17 @@ func (c *prefixConn) CloseWrite() error {
 	return nil
 }
 
-// acceptFD accepts a connection from ln and takes its socket for a loop.
-func acceptFD(ln net.Listener) (fd int, peer netip.AddrPort, err error) {
+// acceptFD accepts a connection from ln and takes its socket for a loop;
+// fd is -1 when the connection was lost on the way (err nil).
+func acceptFD(ln net.Listener, log func(err error)) (fd int, peer netip.AddrPort, err error) {
 	c, err := ln.Accept()
 	if err != nil {
 		return -1, peer, err
 	}
 	peer = addrPortOf(c.RemoteAddr())
-	fd, err = detachFD(c)
-	return fd, peer, err
+	if fd, err = detachFD(c); err != nil {
+		log(err) // that connection's problem, not the listener's
+		return -1, peer, nil
+	}
+	return fd, peer, nil
 }

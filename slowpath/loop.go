@@ -124,11 +124,12 @@ func (l *loop) post(fn func()) bool {
 		return false
 	}
 	l.inbox = append(l.inbox, fn)
-	first := len(l.inbox) == 1
-	l.mu.Unlock()
-	if first {
+	if len(l.inbox) == 1 {
+		// Under the lock: once the loop has stopped, the eventfd's number
+		// may belong to another file.
 		l.poll.wakeup()
 	}
+	l.mu.Unlock()
 	return true
 }
 
@@ -173,7 +174,7 @@ func (l *loop) run() {
 		if l.now.Sub(l.lastScan) >= l.tick {
 			l.lastScan = l.now
 			for _, c := range l.conns {
-				c.expire(l.now)
+				l.safely(c, func() { c.expire(l.now) })
 			}
 		}
 		if l.stopping && l.clients == 0 {
@@ -196,16 +197,23 @@ func (l *loop) run() {
 
 func (l *loop) noop() {}
 
-// dispatch runs one event: a bug met by one connection closes that
-// connection, not the process.
+// dispatch runs one event.
 func (l *loop) dispatch(c loopConn, events uint32) {
+	l.safely(c, func() { c.event(events) })
+}
+
+// safely runs fn for c: a bug met by one connection closes that
+// connection (when known), not the process.
+func (l *loop) safely(c loopConn, fn func()) {
 	defer func() {
 		if v := recover(); v != nil {
 			l.p.log.Error("slowpath: panic in event loop", "panic", v, "stack", string(debug.Stack()))
-			c.close()
+			if c != nil {
+				c.close()
+			}
 		}
 	}()
-	c.event(events)
+	fn()
 }
 
 func (l *loop) runInbox() {
@@ -214,7 +222,7 @@ func (l *loop) runInbox() {
 	l.inbox = nil
 	l.mu.Unlock()
 	for i, fn := range inbox {
-		fn()
+		l.safely(nil, fn)
 		inbox[i] = nil
 	}
 }
@@ -254,10 +262,11 @@ func (l *loop) adopt(s *service, fd int, peer netip.AddrPort) {
 func (l *loop) shutdown() {
 	l.stopping = true
 	for _, lc := range l.conns {
-		if c, ok := lc.(*clientConn); ok {
-			c.closeAfter = true
-			if !c.busy() {
-				c.close()
+		if c, ok := lc.(*clientConn); ok && !c.closing {
+			if c.active {
+				c.closeAfter = true // after this response
+			} else {
+				c.beginClose()
 			}
 		}
 	}
@@ -292,7 +301,7 @@ func (l *loop) release(up *upstream) {
 	up.owner = nil
 	up.out = up.out[:0]
 	up.idleSince = l.now
-	up.setInterest(unix.EPOLLIN) // a close or stray bytes end it
+	up.updateInterest() // a close or stray bytes end it
 	l.idle[up.backend] = append(l.idle[up.backend], up)
 }
 
@@ -369,6 +378,19 @@ func (up *upstream) close() {
 	up.owner = nil
 }
 
+// updateInterest reads the backend unless its client lags, and waits to
+// write while request bytes are pending.
+func (up *upstream) updateInterest() {
+	var events uint32
+	if up.owner == nil || len(up.owner.out) == 0 {
+		events |= unix.EPOLLIN
+	}
+	if len(up.out) > 0 {
+		events |= unix.EPOLLOUT
+	}
+	up.setInterest(events)
+}
+
 func (up *upstream) setInterest(events uint32) {
 	if up.fd < 0 || up.interest == events {
 		return
@@ -390,11 +412,7 @@ func (up *upstream) flush() bool {
 		}
 		up.out = up.out[:copy(up.out, up.out[n:])]
 	}
-	if len(up.out) == 0 {
-		up.setInterest(unix.EPOLLIN)
-	} else {
-		up.setInterest(unix.EPOLLIN | unix.EPOLLOUT)
-	}
+	up.updateInterest()
 	return true
 }
 
@@ -414,7 +432,7 @@ func (up *upstream) send(p []byte) bool {
 		}
 	}
 	up.out = append(up.out, p...)
-	up.setInterest(unix.EPOLLIN | unix.EPOLLOUT)
+	up.updateInterest()
 	return true
 }
 

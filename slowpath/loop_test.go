@@ -2,16 +2,19 @@ package slowpath
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/netip"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"golang.org/x/sys/unix"
 )
 
 // What the event loops serve themselves, and what they hand to fasthttp.
@@ -205,6 +208,9 @@ func TestLoopPassesTheBackendsFraming(t *testing.T) {
 		if tc.path == "/chunked" && resp.Trailer.Get("X-Trailer") != "t" {
 			t.Errorf("chunked: trailer %v", resp.Trailer)
 		}
+		if _, ok := resp.Header["Content-Type"]; ok {
+			t.Errorf("%s: Content-Type %q, which the backend did not send", tc.path, resp.Header.Get("Content-Type"))
+		}
 		if tc.path == "/head" && resp.ContentLength != 5 {
 			t.Errorf("HEAD: Content-Length %d, want the backend's 5", resp.ContentLength)
 		}
@@ -281,5 +287,183 @@ func TestLoopAnswersGatewayErrorsItself(t *testing.T) {
 	}
 	if n := p.handoffCount(); n != 0 {
 		t.Errorf("%v handoffs: gateway errors are the loop's", n)
+	}
+}
+
+// Small socket buffers make the loop's writes partial, so what it does
+// with output the client has not taken yet is tested, not assumed.
+
+// startProxySmallBuffers is startProxy with a 4 KiB send buffer on the
+// accepted connections.
+func startProxySmallBuffers(t *testing.T, opts Options, r Router) (*Proxy, string) {
+	t.Helper()
+	p := New(opts)
+	p.SetRouter(r)
+	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
+		return rc.Control(func(fd uintptr) { _ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF, 4096) })
+	}}
+	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.Serve(ln, Listener{Service: vip}) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		if err := p.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	return p, ln.Addr().String()
+}
+
+// dialSmall connects with a 2 KiB receive buffer and reads slowly.
+func dialSmall(t *testing.T, addr string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		return rc.Control(func(fd uintptr) { _ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 2048) })
+	}}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	return c, bufio.NewReader(slowReader{c})
+}
+
+type slowReader struct{ r io.Reader }
+
+func (s slowReader) Read(p []byte) (int, error) {
+	time.Sleep(time.Millisecond)
+	return s.r.Read(p[:min(len(p), 4096)])
+}
+
+func TestLoopBackpressureBothWays(t *testing.T) {
+	big := strings.Repeat("0123456789abcdef", 128<<10) // 2 MiB
+	be := startBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost {
+			time.Sleep(200 * time.Millisecond) // the upload backs up first
+			b, err := io.ReadAll(r.Body)
+			fmt.Fprintf(w, "%d %v %v", len(b), err, string(b) == big)
+			return
+		}
+		io.WriteString(w, big)
+	})
+	_, addr := startProxySmallBuffers(t, Options{}, onePool(be.addr))
+	c, br := dialSmall(t, addr)
+	fmt.Fprintf(c, "GET /down HTTP/1.1\r\nHost: x\r\n\r\n")
+	if resp, body := readResponse(t, br, "GET"); resp.StatusCode != 200 || body != big {
+		t.Fatalf("download: %d, %d bytes, intact %v", resp.StatusCode, len(body), body == big)
+	}
+	fmt.Fprintf(c, "POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s", len(big), big)
+	if resp, body := readResponse(t, br, "POST"); resp.StatusCode != 200 || body != fmt.Sprintf("%d <nil> true", len(big)) {
+		t.Fatalf("upload: %d %q", resp.StatusCode, body)
+	}
+}
+
+// TestLoopHandsOverOnlyWhatItHasWritten: a pipelined request fasthttp
+// answers waits until the loop's answer before it is out, so the two
+// never mix.
+func TestLoopHandsOverOnlyWhatItHasWritten(t *testing.T) {
+	big := strings.Repeat("x", 300<<10)
+	be := startBackend(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, big) })
+	p, addr := startProxySmallBuffers(t, Options{}, onePool(be.addr))
+	c, br := dialSmall(t, addr)
+	io.WriteString(c, "GET /big HTTP/1.1\r\nHost: x\r\n\r\nGET /nowhere HTTP/1.0\r\nHost: x\r\n\r\n")
+	if resp, body := readResponse(t, br, "GET"); resp.StatusCode != 200 || body != big {
+		t.Fatalf("first: %d, %d bytes, intact %v", resp.StatusCode, len(body), body == big)
+	}
+	if resp, _ := readResponse(t, br, "GET"); resp.StatusCode != 200 {
+		t.Fatalf("second: %d", resp.StatusCode)
+	}
+	if n := p.handoffCount(); n != 1 {
+		t.Errorf("%v handoffs, want the HTTP/1.0 request's", n)
+	}
+}
+
+// TestLoopNeverReadsABodyAsRequests: when the backend answers before the
+// body is all there, the rest of the body is dropped with the connection,
+// never parsed as requests.
+func TestLoopNeverReadsABodyAsRequests(t *testing.T) {
+	seen := make(chan string, 10)
+	be := rawBackend(t, func(c net.Conn, req *http.Request) {
+		seen <- req.Method + " " + req.URL.Path
+		io.WriteString(c, "HTTP/1.1 403 Forbidden\r\nContent-Length: 2\r\n\r\nno")
+		time.Sleep(time.Second)
+	})
+	_, addr := startProxy(t, Options{}, Listener{Service: vip}, onePool(be))
+	c, br := dialProxy(t, addr)
+	io.WriteString(c, "POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
+	resp, body := readResponse(t, br, "POST")
+	if resp.StatusCode != 403 || body != "no" || !resp.Close {
+		t.Fatalf("%d %q close=%v, want the backend's answer and Connection: close", resp.StatusCode, body, resp.Close)
+	}
+	// What the client goes on to send is body, whatever it looks like.
+	io.WriteString(c, "GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n")
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Errorf("after the answer: %v, want the connection closed", err)
+	}
+	if got := <-seen; got != "POST /up" {
+		t.Fatalf("backend saw %q", got)
+	}
+	select {
+	case got := <-seen:
+		t.Errorf("backend saw %q: body bytes were served as a request", got)
+	case <-time.After(200 * time.Millisecond):
+	}
+}
+
+// TestLoopHeaderTimeout: a client that sends part of a header and stops
+// gets one 408 and its connection closed, also when it reads nothing.
+func TestLoopHeaderTimeout(t *testing.T) {
+	be := startBackend(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, strings.Repeat("z", 60<<10)) })
+	const timeout = 200 * time.Millisecond
+	p, addr := startProxySmallBuffers(t, Options{IdleTimeout: timeout, ReadHeaderTimeout: timeout}, onePool(be.addr))
+	c, _ := dialSmall(t, addr)
+	// A response it does not read fills the buffers; a header it does
+	// not finish.
+	io.WriteString(c, "GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTT")
+	time.Sleep(8 * timeout)
+	if n := p.errorCount(reasonClientTimeout); n != 1 {
+		t.Errorf("408 counted %v times, want once", n)
+	}
+	c2, br := dialProxy(t, addr)
+	io.WriteString(c2, "GET /c HTTP/1.1\r\nHo")
+	start := time.Now()
+	resp, body := readResponse(t, br, "GET")
+	if resp.StatusCode != 408 || body != string(reasons[reasonClientTimeout].body) || !resp.Close {
+		t.Fatalf("%d %q close=%v", resp.StatusCode, body, resp.Close)
+	}
+	if d := time.Since(start); d > 4*timeout {
+		t.Errorf("408 after %v (header timeout %v)", d, timeout)
+	}
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Errorf("after the 408: %v, want the connection closed", err)
+	}
+}
+
+// TestLoopAnswersAHalfClosedClient: a client that shuts its write side
+// after its request still gets the answer.
+func TestLoopAnswersAHalfClosedClient(t *testing.T) {
+	be := startBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(50 * time.Millisecond)
+		io.WriteString(w, "ok")
+	})
+	_, addr := startProxy(t, Options{}, Listener{Service: vip}, onePool(be.addr))
+	c, br := dialProxy(t, addr)
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	if err := c.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	if resp, body := readResponse(t, br, "GET"); resp.StatusCode != 200 || body != "ok" {
+		t.Fatalf("%d %q", resp.StatusCode, body)
+	}
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Errorf("after the answer: %v, want the connection closed", err)
 	}
 }

@@ -27,6 +27,16 @@ type clientConn struct {
 	out []byte
 	// closeAfter: the connection ends once the response is written.
 	closeAfter bool
+	// closing: no request is served any more; the connection closes once
+	// out is written, lingering first if the client may still be sending
+	// (unread). lingering: out is written and the write side shut; what
+	// the client sends is read and dropped until it closes or the deadline.
+	closing, lingering bool
+	unread             bool
+	lingerLeft         int
+	// halfClosed: the client shut its write side; it is answered, then
+	// the connection closes.
+	halfClosed bool
 
 	exchange
 }
@@ -71,8 +81,6 @@ const (
 	framingUntilClose
 )
 
-func (c *clientConn) busy() bool { return c.active || len(c.in) > 0 || len(c.out) > 0 }
-
 func (c *clientConn) setInterest(events uint32) {
 	if c.fd < 0 || c.interest == events {
 		return
@@ -83,6 +91,12 @@ func (c *clientConn) setInterest(events uint32) {
 }
 
 func (c *clientConn) event(events uint32) {
+	if events&(unix.EPOLLERR|unix.EPOLLHUP) != 0 && c.interest&unix.EPOLLIN == 0 {
+		// Level-triggered errors are reported whatever the interest: a
+		// connection not being read would be reported forever.
+		c.gone()
+		return
+	}
 	if events&unix.EPOLLOUT != 0 {
 		c.writable()
 	}
@@ -93,45 +107,70 @@ func (c *clientConn) event(events uint32) {
 
 func (c *clientConn) readable() {
 	l := c.l
-	if c.active && c.bodyLeft == 0 && len(c.in) >= l.p.opts.MaxHeaderBytes {
+	if len(c.in) >= l.p.opts.MaxHeaderBytes && (c.active && c.bodyLeft == 0 || len(c.out) > 0) {
 		// Pipelined past what one header may take: read no more until
-		// the response is done.
+		// the response is out.
 		c.setInterest(c.interest &^ unix.EPOLLIN)
 		return
 	}
 	n, err := rawRead(c.fd, l.buf)
-	if err == unix.EAGAIN {
+	switch {
+	case err == unix.EAGAIN:
 		return
-	}
-	if n == 0 || err != nil {
-		// The client closed or reset: what it asked for is abandoned.
-		c.gone()
+	case err != nil:
+		c.gone() // reset
+		return
+	case n == 0:
+		c.clientEOF()
 		return
 	}
 	data := l.buf[:n]
-	if c.active {
+	switch {
+	case c.lingering:
+		if c.lingerLeft -= n; c.lingerLeft <= 0 {
+			c.close()
+		}
+	case c.closing:
+		c.unread = true // dropped: no request is served any more
+	case c.active && c.bodyLeft > 0:
 		c.refresh()
-		if c.bodyLeft > 0 {
-			k := min(int64(len(data)), c.bodyLeft)
-			c.bodyLeft -= k
-			c.keep(data[k:])
-			if !c.sendBody(data[:k]) {
-				return
-			}
+		k := min(int64(len(data)), c.bodyLeft)
+		c.bodyLeft -= k
+		c.keep(data[k:])
+		c.sendBody(data[:k])
+	case c.active || len(c.out) > 0:
+		// Pipelined: it waits until the response before it is out.
+		c.keep(data)
+	default:
+		if len(c.in) > 0 {
+			c.in = append(c.in, data...)
+			data = c.in
+		}
+		if !c.method.scan(l.buf[:n]) {
+			c.handoff(data) // fasthttp refuses it (methodCheckConn)
 			return
 		}
-		c.keep(data)
-		return
+		c.serve(data)
 	}
-	if len(c.in) > 0 {
-		c.in = append(c.in, data...)
-		data = c.in
+}
+
+// clientEOF handles the client shutting its write side: a request it sent
+// whole is still answered (as fasthttp does), anything else ends.
+func (c *clientConn) clientEOF() {
+	c.halfClosed = true
+	c.setInterest(c.interest &^ unix.EPOLLIN)
+	switch {
+	case c.lingering:
+		c.close()
+	case c.active && c.bodyLeft == 0:
+		c.closeAfter = true
+	case c.active:
+		c.gone() // the body was cut short
+	case len(c.out) > 0 || c.closing:
+		c.closing = true // the answers already made are still written
+	default:
+		c.close()
 	}
-	if !c.method.scan(l.buf[:n]) {
-		c.handoff(data) // fasthttp refuses it (methodCheckConn)
-		return
-	}
-	c.serve(data)
 }
 
 // keep appends bytes that must outlive the loop's read buffer.
@@ -285,26 +324,35 @@ func (c *clientConn) attach(up *upstream) {
 		c.upstreamFailed(nil)
 		return
 	}
-	if c.bodyLeft > 0 && len(up.out) > 0 {
-		c.setInterest(c.interest &^ unix.EPOLLIN)
-	}
 	if c.bodyLeft > 0 && len(c.in) > 0 {
 		// Body bytes that arrived while connecting.
 		k := min(int64(len(c.in)), c.bodyLeft)
 		c.bodyLeft -= k
-		body := c.in[:k]
-		c.sendBody(body)
-		if c.fd >= 0 {
-			c.in = c.in[:copy(c.in, c.in[k:])]
+		if !c.sendBody(c.in[:k]) {
+			return
 		}
+		c.in = c.in[:copy(c.in, c.in[k:])]
+	}
+	c.resumeBody()
+}
+
+// resumeBody reads the client's body again once the backend took what
+// was sent.
+func (c *clientConn) resumeBody() {
+	if c.bodyLeft > 0 && c.up != nil && len(c.up.out) == 0 && !c.halfClosed {
+		c.setInterest(c.interest | unix.EPOLLIN)
 	}
 }
 
 // sendBody forwards request body bytes; false when the exchange ended.
 func (c *clientConn) sendBody(p []byte) bool {
 	if c.up == nil {
-		// Still connecting: the bytes wait with the request.
+		// Still connecting: the bytes wait with the request, up to a
+		// read buffer's worth.
 		c.reqOut = append(c.reqOut, p...)
+		if len(c.reqOut) >= loopReadBuffer {
+			c.setInterest(c.interest &^ unix.EPOLLIN)
+		}
 		return true
 	}
 	if !c.up.send(p) {
@@ -319,14 +367,11 @@ func (c *clientConn) sendBody(p []byte) bool {
 }
 
 func (c *clientConn) upstreamWritable() {
-	up := c.up
-	if !up.flush() {
+	if !c.up.flush() {
 		c.upstreamFailed(nil)
 		return
 	}
-	if len(up.out) == 0 && c.interest&unix.EPOLLIN == 0 && c.bodyLeft > 0 {
-		c.setInterest(c.interest | unix.EPOLLIN)
-	}
+	c.resumeBody()
 }
 
 func (c *clientConn) upstreamReadable() {
@@ -366,6 +411,9 @@ func (c *clientConn) respond(data []byte) {
 	var raw []byte // the final response's header
 	for {
 		r.Reset()
+		// The backend's header goes on as it is: no Content-Type of our
+		// own (Date is the proxy's, as from the fasthttp server and nginx).
+		r.SetNoDefaultContentType(true)
 		l.rd.Reset(data)
 		l.respBR.Reset(&l.rd)
 		if err := r.Read(l.respBR); err != nil {
@@ -408,6 +456,11 @@ func (c *clientConn) respond(data []byte) {
 	default:
 		c.framing = framingUntilClose
 		c.reusable = false
+		c.closeAfter = true
+	}
+	if c.bodyLeft > 0 {
+		// An answer before the whole body: the rest of the body will not
+		// be read, so nothing after it can be either.
 		c.closeAfter = true
 	}
 	if c.closeAfter {
@@ -481,7 +534,7 @@ func (c *clientConn) write(p []byte) bool {
 	c.out = append(c.out, p...)
 	c.setInterest(c.interest | unix.EPOLLOUT)
 	if c.up != nil {
-		c.up.setInterest(c.up.interest &^ unix.EPOLLIN)
+		c.up.updateInterest()
 	}
 	return true
 }
@@ -501,10 +554,15 @@ func (c *clientConn) writable() {
 	c.out = shrink(c.out)
 	c.setInterest(c.interest &^ unix.EPOLLOUT)
 	switch {
-	case c.active && c.up != nil:
-		c.up.setInterest(c.up.interest | unix.EPOLLIN)
-	case !c.active && c.closeAfter:
-		c.close()
+	case c.closing:
+		c.endClose()
+	case c.active:
+		if c.up != nil {
+			c.up.updateInterest()
+		}
+	case len(c.in) > 0:
+		c.setInterest(c.interest | unix.EPOLLIN)
+		c.serve(c.in) // pipelined requests waited for the output
 	}
 }
 
@@ -542,18 +600,55 @@ func (c *clientConn) endExchange() {
 	if c.closeAfter || c.bodyLeft > 0 {
 		// A body the backend did not wait for is still on its way: the
 		// next bytes do not start a request.
-		if len(c.out) == 0 {
-			c.close()
-		}
+		c.unread = c.unread || c.bodyLeft > 0
+		c.bodyLeft = 0
+		c.beginClose()
 		return
 	}
 	c.setInterest(c.interest | unix.EPOLLIN)
-	c.deadline = c.l.now.Add(c.l.p.opts.IdleTimeout)
-	if len(c.in) > 0 {
-		c.serve(c.in)
-	} else {
+	if len(c.in) == 0 {
 		c.in = shrink(c.in)
+		c.deadline = c.l.now.Add(c.l.p.opts.IdleTimeout)
+		return
 	}
+	c.deadline = c.l.now.Add(c.l.p.opts.ReadHeaderTimeout)
+	if len(c.out) == 0 {
+		c.serve(c.in)
+	}
+}
+
+// beginClose stops serving requests: the connection closes once what was
+// answered is written.
+func (c *clientConn) beginClose() {
+	c.closing = true
+	c.unread = c.unread || len(c.in) > 0
+	c.in = nil
+	if len(c.out) > 0 {
+		// A client that does not read its answer is dropped after idle.
+		c.deadline = c.l.now.Add(c.l.p.opts.IdleTimeout)
+		return
+	}
+	c.endClose()
+}
+
+// endClose closes a connection whose output is written. When the client
+// may still be sending, its write side is shut first and its bytes read
+// and dropped for a while (nginx's lingering close): closing with unread
+// bytes sends a reset, which can destroy the answer before the client
+// reads it.
+func (c *clientConn) endClose() {
+	if !c.unread || c.halfClosed {
+		c.close()
+		return
+	}
+	if err := unix.Shutdown(c.fd, unix.SHUT_WR); err != nil {
+		c.close()
+		return
+	}
+	c.lingering = true
+	c.lingerLeft = lingerBytes
+	c.deadline = c.l.now.Add(lingerTime)
+	c.setInterest(unix.EPOLLIN)
 }
 
 // upstreamFailed handles a backend connection that failed or closed
@@ -581,6 +676,9 @@ func (c *clientConn) upstreamFailed(err error) {
 // fail answers the request with reason's canned response.
 func (c *clientConn) fail(r reason) {
 	c.reusable = false
+	if r == reasonClientTimeout || c.bodyLeft > 0 {
+		c.closeAfter = true // the rest of the body will not be read
+	}
 	c.s.count(r, &c.info)
 	if c.write(cannedResponse(r, c.closeAfter)) {
 		c.endExchange()
@@ -613,20 +711,22 @@ func (c *clientConn) expire(now time.Time) {
 		return
 	}
 	switch {
+	case c.lingering || c.closing:
+		c.close() // done lingering, or the client does not read its answer
 	case !c.active && len(c.in) > 0:
 		// A header that did not arrive in time (slowloris).
-		c.closeAfter = true
 		c.s.count(reasonClientTimeout, &requestInfo{start: now, client: c.peer})
-		if c.write(cannedResponse(reasonClientTimeout, true)) && len(c.out) == 0 {
-			c.close()
+		if c.write(cannedResponse(reasonClientTimeout, true)) {
+			c.beginClose()
 		}
 	case !c.active:
 		c.close() // idle keep-alive connection
+	case c.bodyLeft > 0 && !c.started:
+		c.fail(reasonClientTimeout) // the client stopped sending its body
 	case c.started || c.bodyLeft > 0:
 		c.abort() // a body stalled in either direction
 	default:
 		c.l.p.log.Debug("slowpath: backend timeout", "service", c.s.name, "backend", c.info.backend)
-		c.reusable = false
 		c.fail(reasonBackendTimeout)
 	}
 }

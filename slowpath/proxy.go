@@ -280,7 +280,12 @@ func (p *Proxy) servePlain(ln net.Listener, svc *service, fast net.Listener) err
 		<-fastDone
 	}()
 	for {
-		fd, peer, err := acceptFD(ln)
+		fd, peer, err := acceptFD(ln, func(err error) {
+			p.log.Debug("slowpath: take accepted connection", "service", svc.name, "err", err)
+		})
+		if err == nil && fd < 0 {
+			continue
+		}
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return err
