@@ -69,4 +69,3 @@ func TestChunkedScannerRefusesMalformed(t *testing.T) {
 		}
 	}
 }
-
