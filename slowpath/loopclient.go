@@ -70,6 +70,7 @@ type exchange struct {
 	sent    int64
 	// reusable: the backend connection may serve another exchange.
 	reusable bool
+	recorded bool
 }
 
 type framing uint8
@@ -236,7 +237,7 @@ func (c *clientConn) serve(data []byte) {
 	k := min(int64(len(body)), cl)
 	x.reqOut = append(x.reqOut, body[:k]...)
 	x.bodyLen, x.bodyLeft = cl, cl-k
-	x.hdr, x.started, x.sent, x.reusable = x.hdr[:0], false, 0, true
+	x.hdr, x.started, x.sent, x.reusable, x.recorded = x.hdr[:0], false, 0, true, false
 	x.chunks = chunkedScanner{}
 	// Pipelined bytes wait for the response; data may be c.in itself.
 	c.in = append(c.in[:0], body[k:]...)
@@ -506,11 +507,16 @@ func (c *clientConn) forward(data, head []byte) {
 		out = append(head, out...)
 		c.l.wbuf = out
 	}
+	if end {
+		// Counted before the last bytes leave: whoever reads the answer
+		// finds it in the metrics.
+		c.record(false)
+	}
 	if !c.write(out) {
 		return
 	}
 	if end {
-		c.finish()
+		c.endExchange()
 	}
 }
 
@@ -576,8 +582,16 @@ func shrink(b []byte) []byte {
 
 // finish ends an exchange whose response was passed on whole.
 func (c *clientConn) finish() {
-	c.s.record(&c.info, c.status, c.sent, false)
+	c.record(false)
 	c.endExchange()
+}
+
+// record counts the exchange and writes its access log line, once.
+func (c *clientConn) record(aborted bool) {
+	if !c.recorded {
+		c.recorded = true
+		c.s.record(&c.info, c.status, c.sent, aborted)
+	}
 }
 
 // endExchange releases the backend connection and goes on with the next
@@ -688,8 +702,10 @@ func (c *clientConn) fail(r reason) {
 // abort ends a response midway: the client sees the connection close
 // before the framing says the body ended.
 func (c *clientConn) abort() {
-	c.s.p.metrics.errorCounters[reasonResponseAborted].Inc()
-	c.s.record(&c.info, c.status, c.sent, true)
+	if !c.recorded {
+		c.s.p.metrics.errorCounters[reasonResponseAborted].Inc()
+		c.record(true)
+	}
 	c.reusable = false
 	c.close()
 }
