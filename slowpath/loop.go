@@ -208,6 +208,9 @@ func (l *loop) safely(c loopConn, fn func()) {
 	defer func() {
 		if v := recover(); v != nil {
 			l.p.log.Error("slowpath: panic in event loop", "panic", v, "stack", string(debug.Stack()))
+			if up, ok := c.(*upstream); ok && up.owner != nil {
+				up.owner.close() // its exchange cannot go on
+			}
 			if c != nil {
 				c.close()
 			}

@@ -475,3 +475,83 @@ func TestLoopAnswersAHalfClosedClient(t *testing.T) {
 		t.Errorf("after the answer: %v, want the connection closed", err)
 	}
 }
+
+// TestLoopPassesAnEarlyAnswerToAnUpload: a backend that refuses a body
+// and closes (413 before reading it) is answered to the client as it
+// said, not as a 502 because sending the rest of the body failed.
+func TestLoopPassesAnEarlyAnswerToAnUpload(t *testing.T) {
+	be := rawBackend(t, func(c net.Conn, _ *http.Request) {
+		io.WriteString(c, "HTTP/1.1 413 Payload Too Large\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbig!")
+	})
+	_, addr := startProxy(t, Options{}, Listener{Service: vip}, onePool(be))
+	body := strings.Repeat("u", 4<<20)
+	for i := range 5 {
+		c, br := dialProxy(t, addr)
+		go func() {
+			fmt.Fprintf(c, "POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n", len(body))
+			io.WriteString(c, body) // fails once the proxy has closed: fine
+		}()
+		resp, got := readResponse(t, br, "POST")
+		if resp.StatusCode != 413 || got != "big!" || !resp.Close {
+			t.Fatalf("upload %d: %d %q close=%v, want the backend's 413", i, resp.StatusCode, got, resp.Close)
+		}
+	}
+}
+
+// TestLoopAnswersPipelinedRequestsOfAHalfClosedClient: requests sent whole
+// before the client shut its write side are all answered, in order.
+func TestLoopAnswersPipelinedRequestsOfAHalfClosedClient(t *testing.T) {
+	be := startBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(20 * time.Millisecond)
+		io.WriteString(w, r.URL.Path)
+	})
+	_, addr := startProxy(t, Options{}, Listener{Service: vip}, onePool(be.addr))
+	c, br := dialProxy(t, addr)
+	io.WriteString(c, "GET /one HTTP/1.1\r\nHost: x\r\n\r\nGET /two HTTP/1.1\r\nHost: x\r\n\r\n")
+	if err := c.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"/one", "/two"} {
+		if resp, body := readResponse(t, br, "GET"); resp.StatusCode != 200 || body != want {
+			t.Fatalf("%d %q, want %q", resp.StatusCode, body, want)
+		}
+	}
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Errorf("after the answers: %v, want the connection closed", err)
+	}
+}
+
+// TestLoopDoesNotResendAnsweredRequests: a kept-alive backend connection
+// that closes after an interim answer got the request: it is not sent
+// again (the stale-connection retry is for connections that said nothing).
+func TestLoopDoesNotResendAnsweredRequests(t *testing.T) {
+	hints := make(chan struct{}, 10)
+	be := rawBackend(t, func(c net.Conn, req *http.Request) {
+		br := bufio.NewReader(c)
+		for {
+			if req.URL.Path == "/hint" {
+				hints <- struct{}{}
+				io.WriteString(c, "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n")
+				return
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+			var err error
+			if req, err = http.ReadRequest(br); err != nil {
+				return
+			}
+		}
+	})
+	_, addr := startProxy(t, Options{}, Listener{Service: vip}, onePool(be))
+	c, br := dialProxy(t, addr)
+	io.WriteString(c, "GET /first HTTP/1.1\r\nHost: x\r\n\r\n")
+	if resp, _ := readResponse(t, br, "GET"); resp.StatusCode != 200 {
+		t.Fatalf("first: %d", resp.StatusCode)
+	}
+	io.WriteString(c, "GET /hint HTTP/1.1\r\nHost: x\r\n\r\n")
+	if resp, _ := readResponse(t, br, "GET"); resp.StatusCode != 502 {
+		t.Fatalf("hint: %d, want 502", resp.StatusCode)
+	}
+	if n := len(hints); n != 1 {
+		t.Errorf("the backend got the request %d times, want once", n)
+	}
+}

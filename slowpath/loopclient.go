@@ -48,8 +48,10 @@ type exchange struct {
 	info    requestInfo
 	idem    bool
 	head    bool
-	dialing bool
 	retried bool
+	// bodyDropped: the backend stopped taking the body (it answered
+	// early, or closed); the rest is read and dropped.
+	bodyDropped bool
 	// backends are the Maglev choices; choice the one in use.
 	backends []netip.AddrPort
 	choice   int
@@ -60,8 +62,10 @@ type exchange struct {
 	bodyLeft int64 // body bytes still to come from the client
 	up       *upstream
 
-	// The response: hdr holds a header split across reads.
-	hdr     []byte
+	// The response: hdr holds a header split across reads; answered
+	// once any byte of it came.
+	hdr      []byte
+	answered bool
 	started bool // the header was passed to the client
 	status  int
 	framing framing
@@ -155,20 +159,20 @@ func (c *clientConn) readable() {
 	}
 }
 
-// clientEOF handles the client shutting its write side: a request it sent
-// whole is still answered (as fasthttp does), anything else ends.
+// clientEOF handles the client shutting its write side: requests it sent
+// whole are still answered (as fasthttp does), then the connection ends.
 func (c *clientConn) clientEOF() {
 	c.halfClosed = true
 	c.setInterest(c.interest &^ unix.EPOLLIN)
 	switch {
 	case c.lingering:
 		c.close()
-	case c.active && c.bodyLeft == 0:
-		c.closeAfter = true
-	case c.active:
+	case c.active && c.bodyLeft > 0:
 		c.gone() // the body was cut short
-	case len(c.out) > 0 || c.closing:
-		c.closing = true // the answers already made are still written
+	case c.active || len(c.out) > 0 || c.closing:
+		// endExchange or writable go on with what was sent whole.
+	case len(c.in) > 0:
+		c.serve(c.in)
 	default:
 		c.close()
 	}
@@ -193,6 +197,10 @@ func (c *clientConn) serve(data []byte) {
 	h := &l.req.Header
 	if err := h.Read(l.reqBR); err != nil {
 		if len(data) < opts.MaxHeaderBytes && !headerComplete(data) {
+			if c.halfClosed {
+				c.close() // the rest will not come
+				return
+			}
 			if len(c.in) == 0 {
 				c.deadline = l.now.Add(opts.ReadHeaderTimeout)
 			}
@@ -238,11 +246,15 @@ func (c *clientConn) serve(data []byte) {
 	x.reqOut = append(x.reqOut, body[:k]...)
 	x.bodyLen, x.bodyLeft = cl, cl-k
 	x.hdr, x.started, x.sent, x.reusable, x.recorded = x.hdr[:0], false, 0, true, false
+	x.answered, x.bodyDropped = false, false
 	x.chunks = chunkedScanner{}
 	// Pipelined bytes wait for the response; data may be c.in itself.
 	c.in = append(c.in[:0], body[k:]...)
 	c.refresh()
 	c.connect()
+	if c.fd >= 0 && c.up == nil && len(c.reqOut) >= loopReadBuffer {
+		c.setInterest(c.interest &^ unix.EPOLLIN) // until connected
+	}
 }
 
 // headerComplete reports whether data holds the blank line ending a
@@ -276,7 +288,6 @@ func (c *clientConn) connect() {
 
 func (c *clientConn) dial(b netip.AddrPort) {
 	l := c.l
-	c.dialing = true
 	gen := c.gen
 	go func() {
 		fd, err := l.p.dialFD(b)
@@ -303,7 +314,6 @@ func (c *clientConn) dialed(gen uint64, b netip.AddrPort, fd int, err error) {
 		}
 		return
 	}
-	c.dialing = false
 	if err != nil {
 		l.p.log.Debug("slowpath: backend connect failed", "service", c.s.name, "backend", b, "err", err)
 		if c.idem && c.choice+1 < len(c.backends) {
@@ -325,22 +335,13 @@ func (c *clientConn) attach(up *upstream) {
 		c.upstreamFailed(nil)
 		return
 	}
-	if c.bodyLeft > 0 && len(c.in) > 0 {
-		// Body bytes that arrived while connecting.
-		k := min(int64(len(c.in)), c.bodyLeft)
-		c.bodyLeft -= k
-		if !c.sendBody(c.in[:k]) {
-			return
-		}
-		c.in = c.in[:copy(c.in, c.in[k:])]
-	}
 	c.resumeBody()
 }
 
 // resumeBody reads the client's body again once the backend took what
 // was sent.
 func (c *clientConn) resumeBody() {
-	if c.bodyLeft > 0 && c.up != nil && len(c.up.out) == 0 && !c.halfClosed {
+	if c.bodyLeft > 0 && c.up != nil && (len(c.up.out) == 0 || c.bodyDropped) && !c.halfClosed {
 		c.setInterest(c.interest | unix.EPOLLIN)
 	}
 }
@@ -356,9 +357,12 @@ func (c *clientConn) sendBody(p []byte) bool {
 		}
 		return true
 	}
+	if c.bodyDropped {
+		return true
+	}
 	if !c.up.send(p) {
-		c.upstreamFailed(nil)
-		return false
+		c.dropBody()
+		return true
 	}
 	if len(c.up.out) > 0 {
 		// The backend takes the body slower than the client sends it.
@@ -369,9 +373,26 @@ func (c *clientConn) sendBody(p []byte) bool {
 
 func (c *clientConn) upstreamWritable() {
 	if !c.up.flush() {
+		if c.bodyLen > 0 {
+			c.dropBody()
+			return
+		}
 		c.upstreamFailed(nil)
 		return
 	}
+	c.resumeBody()
+}
+
+// dropBody handles a backend that stopped taking the request body: it may
+// have answered already (413, 401: the answer is still to be read), so
+// the backend is read on and the rest of the body is dropped; the
+// connection closes after the answer.
+func (c *clientConn) dropBody() {
+	c.bodyDropped = true
+	c.reusable = false
+	c.closeAfter = true
+	c.up.out = nil
+	c.up.updateInterest()
 	c.resumeBody()
 }
 
@@ -392,6 +413,7 @@ func (c *clientConn) upstreamReadable() {
 		return
 	}
 	c.refresh()
+	c.answered = true
 	data := l.buf[:n]
 	if !c.started {
 		if len(c.hdr) > 0 {
@@ -556,6 +578,9 @@ func (c *clientConn) writable() {
 			return
 		}
 		c.out = c.out[:copy(c.out, c.out[n:])]
+		if !c.closing {
+			c.refresh() // a client taking its answer slowly is not idle
+		}
 	}
 	c.out = shrink(c.out)
 	c.setInterest(c.interest &^ unix.EPOLLOUT)
@@ -567,8 +592,14 @@ func (c *clientConn) writable() {
 			c.up.updateInterest()
 		}
 	case len(c.in) > 0:
-		c.setInterest(c.interest | unix.EPOLLIN)
-		c.serve(c.in) // pipelined requests waited for the output
+		// Pipelined requests waited for the output.
+		c.deadline = c.l.now.Add(c.l.p.opts.ReadHeaderTimeout)
+		if !c.halfClosed {
+			c.setInterest(c.interest | unix.EPOLLIN)
+		}
+		c.serve(c.in)
+	case c.halfClosed:
+		c.close()
 	}
 }
 
@@ -619,11 +650,18 @@ func (c *clientConn) endExchange() {
 		c.beginClose()
 		return
 	}
-	c.setInterest(c.interest | unix.EPOLLIN)
 	if len(c.in) == 0 {
+		if c.halfClosed {
+			c.beginClose()
+			return
+		}
+		c.setInterest(c.interest | unix.EPOLLIN)
 		c.in = shrink(c.in)
 		c.deadline = c.l.now.Add(c.l.p.opts.IdleTimeout)
 		return
+	}
+	if !c.halfClosed {
+		c.setInterest(c.interest | unix.EPOLLIN)
 	}
 	c.deadline = c.l.now.Add(c.l.p.opts.ReadHeaderTimeout)
 	if len(c.out) == 0 {
@@ -669,7 +707,7 @@ func (c *clientConn) endClose() {
 // before the response was complete.
 func (c *clientConn) upstreamFailed(err error) {
 	up := c.up
-	if !c.started && up != nil && up.reused && !c.retried && c.idem && c.bodyLen == 0 && len(c.hdr) == 0 {
+	if !c.started && up != nil && up.reused && !c.retried && c.idem && c.bodyLen == 0 && !c.answered {
 		// A pooled connection the backend closed while it was idle: the
 		// request never reached it, and may go again (RFC 9110 §9.2.2).
 		c.retried = true
@@ -729,6 +767,8 @@ func (c *clientConn) expire(now time.Time) {
 	switch {
 	case c.lingering || c.closing:
 		c.close() // done lingering, or the client does not read its answer
+	case !c.active && len(c.out) > 0:
+		c.close() // the client does not take its answer
 	case !c.active && len(c.in) > 0:
 		// A header that did not arrive in time (slowloris).
 		c.s.count(reasonClientTimeout, &requestInfo{start: now, client: c.peer})
@@ -737,10 +777,10 @@ func (c *clientConn) expire(now time.Time) {
 		}
 	case !c.active:
 		c.close() // idle keep-alive connection
-	case c.bodyLeft > 0 && !c.started:
-		c.fail(reasonClientTimeout) // the client stopped sending its body
-	case c.started || c.bodyLeft > 0:
+	case c.started:
 		c.abort() // a body stalled in either direction
+	case c.bodyLeft > 0 && c.up != nil && (len(c.up.out) == 0 || c.bodyDropped):
+		c.fail(reasonClientTimeout) // the client stopped sending its body
 	default:
 		c.l.p.log.Debug("slowpath: backend timeout", "service", c.s.name, "backend", c.info.backend)
 		c.fail(reasonBackendTimeout)

@@ -276,8 +276,17 @@ func (p *Proxy) servePlain(ln net.Listener, svc *service, fast net.Listener) err
 		_ = svc.srv.Serve(fast)
 	}()
 	defer func() {
-		_ = svc.handoff.Close()
-		<-fastDone
+		// On Shutdown the handoff listener stays open until the loops
+		// are done (their connections may still hand requests over), and
+		// the server's own shutdown closes it; otherwise the service is
+		// gone and so is its fasthttp side.
+		p.serversMu.Lock()
+		closed := p.closed
+		p.serversMu.Unlock()
+		if !closed {
+			_ = svc.handoff.Close()
+			<-fastDone
+		}
 	}()
 	for {
 		fd, peer, err := acceptFD(ln, func(err error) {
@@ -335,13 +344,15 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	// Upgraded connections have no request to finish: they end now.
 	p.tunnels.close()
 	var errs []error
+	// The loops first: until their connections are done they may hand
+	// requests to the fasthttp servers, which must still take them.
+	if err := p.stopLoops(ctx); err != nil {
+		errs = append(errs, err)
+	}
 	for _, s := range servers {
 		if err := s.ShutdownWithContext(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("slowpath: shutdown: %w", err))
 		}
-	}
-	if err := p.stopLoops(ctx); err != nil {
-		errs = append(errs, err)
 	}
 	p.clientsMu.RLock()
 	for _, hc := range p.clients {
