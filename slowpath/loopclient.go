@@ -66,12 +66,12 @@ type exchange struct {
 	// once any byte of it came.
 	hdr      []byte
 	answered bool
-	started bool // the header was passed to the client
-	status  int
-	framing framing
-	left    int64 // framingLength: body bytes to come
-	chunks  chunkedScanner
-	sent    int64
+	started  bool // the header was passed to the client
+	status   int
+	framing  framing
+	left     int64 // framingLength: body bytes to come
+	chunks   chunkedScanner
+	sent     int64
 	// reusable: the backend connection may serve another exchange.
 	reusable bool
 	recorded bool
