@@ -405,15 +405,8 @@ func (up *upstream) setInterest(events uint32) {
 
 // flush writes pending request bytes; false when the connection failed.
 func (up *upstream) flush() bool {
-	for len(up.out) > 0 {
-		n, err := rawWrite(up.fd, up.out)
-		if err == unix.EAGAIN {
-			break
-		}
-		if err != nil {
-			return false
-		}
-		up.out = up.out[:copy(up.out, up.out[n:])]
+	if err := flushQueue(up.fd, &up.out); err != nil {
+		return false
 	}
 	up.updateInterest()
 	return true
@@ -421,22 +414,40 @@ func (up *upstream) flush() bool {
 
 // send writes p, keeping what the socket does not take in out.
 func (up *upstream) send(p []byte) bool {
-	if len(up.out) == 0 {
-		n, err := rawWrite(up.fd, p)
-		switch {
-		case err == unix.EAGAIN:
-			n = 0
-		case err != nil:
-			return false
-		}
-		p = p[n:]
-		if len(p) == 0 {
-			return true
-		}
+	if err := writeOrQueue(up.fd, &up.out, p); err != nil {
+		return false
 	}
-	up.out = append(up.out, p...)
 	up.updateInterest()
 	return true
+}
+
+// writeOrQueue writes p to fd, unless bytes are queued already, and queues
+// what the socket does not take. An error is the connection's.
+func writeOrQueue(fd int, queue *[]byte, p []byte) error {
+	if len(*queue) == 0 {
+		n, err := rawWrite(fd, p)
+		if err != nil && err != unix.EAGAIN {
+			return err
+		}
+		p = p[n:]
+	}
+	*queue = append(*queue, p...)
+	return nil
+}
+
+// flushQueue writes queued bytes until the socket takes no more.
+func flushQueue(fd int, queue *[]byte) error {
+	for len(*queue) > 0 {
+		n, err := rawWrite(fd, *queue)
+		if err == unix.EAGAIN {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		*queue = (*queue)[:copy(*queue, (*queue)[n:])]
+	}
+	return nil
 }
 
 // dialFD connects to a backend with Options.Dial and takes the socket out

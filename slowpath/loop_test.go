@@ -492,8 +492,10 @@ func TestLoopPassesAnEarlyAnswerToAnUpload(t *testing.T) {
 			io.WriteString(c, body) // fails once the proxy has closed: fine
 		}()
 		resp, got := readResponse(t, br, "POST")
-		if resp.StatusCode != 413 || got != "big!" || !resp.Close {
-			t.Fatalf("upload %d: %d %q close=%v, want the backend's 413", i, resp.StatusCode, got, resp.Close)
+		// Connection: close follows when the body was still arriving;
+		// when it had all been passed on, the connection may stay.
+		if resp.StatusCode != 413 || got != "big!" {
+			t.Fatalf("upload %d: %d %q, want the backend's 413", i, resp.StatusCode, got)
 		}
 	}
 }

@@ -545,42 +545,30 @@ func (c *clientConn) forward(data, head []byte) {
 // write sends p to the client, keeping what the socket does not take; the
 // backend is not read while the client lags. false: the client is gone.
 func (c *clientConn) write(p []byte) bool {
-	if len(c.out) == 0 {
-		n, err := rawWrite(c.fd, p)
-		switch {
-		case err == unix.EAGAIN:
-			n = 0
-		case err != nil:
-			c.gone()
-			return false
-		}
-		p = p[n:]
-		if len(p) == 0 {
-			return true
-		}
+	if err := writeOrQueue(c.fd, &c.out, p); err != nil {
+		c.gone()
+		return false
 	}
-	c.out = append(c.out, p...)
-	c.setInterest(c.interest | unix.EPOLLOUT)
-	if c.up != nil {
-		c.up.updateInterest()
+	if len(c.out) > 0 {
+		c.setInterest(c.interest | unix.EPOLLOUT)
+		if c.up != nil {
+			c.up.updateInterest()
+		}
 	}
 	return true
 }
 
 func (c *clientConn) writable() {
-	for len(c.out) > 0 {
-		n, err := rawWrite(c.fd, c.out)
-		if err == unix.EAGAIN {
-			return
-		}
-		if err != nil {
-			c.gone()
-			return
-		}
-		c.out = c.out[:copy(c.out, c.out[n:])]
-		if !c.closing {
-			c.refresh() // a client taking its answer slowly is not idle
-		}
+	queued := len(c.out)
+	if err := flushQueue(c.fd, &c.out); err != nil {
+		c.gone()
+		return
+	}
+	if len(c.out) < queued && !c.closing {
+		c.refresh() // a client taking its answer slowly is not idle
+	}
+	if len(c.out) > 0 {
+		return
 	}
 	c.out = shrink(c.out)
 	c.setInterest(c.interest &^ unix.EPOLLOUT)
