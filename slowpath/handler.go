@@ -262,6 +262,9 @@ func (s *service) decide(req *fasthttp.Request, info *requestInfo) decision {
 func (s *service) rewriteRequest(ctx *fasthttp.RequestCtx, host []byte, path string, client netip.Addr) {
 	req := &ctx.Request
 	s.rewriteHeader(req, host, path, client, allHopByHop)
+	// fasthttp answered any 100-continue itself, before the body was
+	// read (the event loops hand requests with Expect to fasthttp).
+	req.Header.Del(fasthttp.HeaderExpect)
 	// HostClient takes the scheme from the URI and refuses https on a
 	// plain connection; backends are plain HTTP.
 	if ctx.IsTLS() {
@@ -277,9 +280,6 @@ func (s *service) rewriteRequest(ctx *fasthttp.RequestCtx, host []byte, path str
 func (s *service) rewriteHeader(req *fasthttp.Request, host []byte, path string, client netip.Addr, hopByHop hopByHopSet) {
 	h := &req.Header
 	stripHopByHopFields(h, hopByHop)
-	// fasthttp answered any 100-continue itself, before the body was
-	// read; the event loop hands requests with Expect to fasthttp.
-	h.Del(fasthttp.HeaderExpect)
 	setForwarded(h, client, s.proto, host)
 	if path != b2s(h.RequestURI()) {
 		// The backend sees what was routed: the normalised path, in

@@ -32,8 +32,8 @@ type header interface {
 }
 
 // stripHopByHop deletes the hop-by-hop headers and every header a
-// Connection header names. It deletes names that are absent too: a Del
-// costs about what a Peek does, and the common case has none to find.
+// Connection header names, looking for each name (fasthttp's handler,
+// which has no raw header to look at).
 func stripHopByHop(h header) {
 	stripHopByHopFields(h, allHopByHop)
 }
@@ -42,6 +42,16 @@ func stripHopByHop(h header) {
 type hopByHopSet uint16
 
 const allHopByHop = hopByHopSet(1<<len(hopByHop) - 1)
+
+// hopUpgrade is Upgrade's bit: without that field no request upgrades.
+var hopUpgrade = func() hopByHopSet {
+	for i, name := range hopByHop {
+		if name == fasthttp.HeaderUpgrade {
+			return 1 << i
+		}
+	}
+	panic("Upgrade is not in hopByHop")
+}()
 
 // stripHopByHopFields is stripHopByHop for the hop-by-hop names in set
 // (and those Connection names, when Connection is in it).

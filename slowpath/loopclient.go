@@ -213,10 +213,11 @@ func (c *clientConn) serve(data []byte) {
 	consumed := len(data) - l.rd.Len() - l.reqBR.Buffered()
 	body := data[consumed:]
 
+	hop := hopByHopFields(data[:consumed])
 	cl := int64(h.ContentLength())
 	switch {
 	case !h.IsHTTP11(), cl == -1, opts.MaxBodyBytes > 0 && cl > opts.MaxBodyBytes,
-		upgradeProtocol(h) != nil, len(h.Peek(fasthttp.HeaderExpect)) > 0:
+		hop&hopUpgrade != 0 && upgradeProtocol(h) != nil, len(h.Peek(fasthttp.HeaderExpect)) > 0:
 		// HTTP/1.0 framing, chunked bodies, 413s, upgrades and
 		// 100-continue are fasthttp's.
 		c.handoff(data)
@@ -240,7 +241,7 @@ func (c *clientConn) serve(data []byte) {
 	x.idem = idempotent(h.Method())
 	x.head = h.IsHead()
 	x.backends, x.choice, x.retried = d.backends, 0, false
-	c.s.rewriteHeader(&l.req, d.host, d.path, c.peer.Addr(), hopByHopFields(data[:consumed]))
+	c.s.rewriteHeader(&l.req, d.host, d.path, c.peer.Addr(), hop)
 	x.reqOut = h.AppendBytes(x.reqOut[:0])
 	k := min(int64(len(body)), cl)
 	x.reqOut = append(x.reqOut, body[:k]...)
