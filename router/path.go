@@ -80,22 +80,23 @@ func NormalizePath(raw string) (string, error) {
 
 // alreadyClean reports whether normalising would leave path as it is: no
 // escape, no byte above 0x7e, and cleanSegments.
-func alreadyClean(path string) bool {
-	for i := 1; i < len(path); i++ {
-		if c := path[i]; c == '%' || c > 0x7e {
-			return false
-		}
-	}
-	return cleanSegments(path)
-}
+func alreadyClean(path string) bool { return scanSegments(path, true) }
 
 // cleanSegments reports whether removeDotSegments would leave path as it
 // is: no empty, "." or ".." segment past the root.
-func cleanSegments(path string) bool {
+func cleanSegments(path string) bool { return scanSegments(path, false) }
+
+// scanSegments is both checks in one pass over path, bytes included when
+// escapes is set.
+func scanSegments(path string, escapes bool) bool {
 	segStart := 1
 	for i := 1; i <= len(path); i++ {
-		if i < len(path) && path[i] != '/' {
-			continue
+		if i < len(path) {
+			if c := path[i]; escapes && (c == '%' || c > 0x7e) {
+				return false
+			} else if c != '/' {
+				continue
+			}
 		}
 		switch path[segStart:i] {
 		case "":

@@ -82,9 +82,7 @@ func (c *methodCheckConn) refuse() {
 	_ = c.Conn.SetDeadline(now.Add(lingerTime))
 	_, _ = c.Conn.Write(cannedResponse(reasonBadRequest, true))
 	c.s.count(reasonBadRequest, &requestInfo{start: now, client: addrPortOf(c.Conn.RemoteAddr())})
-	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
-		_ = cw.CloseWrite()
-	}
+	_ = closeWrite(c.Conn)
 	_, _ = io.Copy(io.Discard, io.LimitReader(c.Conn, lingerBytes))
 }
 

@@ -91,12 +91,7 @@ func (c *prefixConn) Read(p []byte) (int, error) {
 }
 
 // CloseWrite half-closes the TCP connection (a refusal's lingering close).
-func (c *prefixConn) CloseWrite() error {
-	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return nil
-}
+func (c *prefixConn) CloseWrite() error { return closeWrite(c.Conn) }
 
 // acceptFD accepts a connection from ln and takes its socket for a loop;
 // fd is -1 when the connection was lost on the way (err nil).

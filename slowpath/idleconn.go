@@ -112,8 +112,11 @@ func (c *idleConn) SetWriteDeadline(t time.Time) error {
 
 // CloseWrite half-closes a TCP connection (the lingering close after a
 // refused request needs it).
-func (c *idleConn) CloseWrite() error {
-	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+func (c *idleConn) CloseWrite() error { return closeWrite(c.Conn) }
+
+// closeWrite half-closes c when it can (TCP, and the wrappers above it).
+func closeWrite(c net.Conn) error {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
 		return cw.CloseWrite()
 	}
 	return nil
