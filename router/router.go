@@ -313,7 +313,7 @@ func asciiLower(s string) string {
 	return s
 }
 
-// Backends returns up to n distinct usable backends of pool in Maglev
+// Backends appends to dst up to n distinct usable backends of pool in Maglev
 // preference order for the connection client→service: the first is the one
 // XDP's Maglev table gives that 4-tuple, the rest are the next choices to try
 // when a backend refuses.
@@ -321,19 +321,19 @@ func asciiLower(s string) string {
 // The next choices are the owners of the slots after XDP's (wrapping), each
 // backend once: a fixed order per connection, and since slots are spread
 // over backends by weight, roughly weighted too.
-func (t *Table) Backends(pool string, client, service netip.AddrPort, n int) []netip.AddrPort {
+func (t *Table) Backends(dst []netip.AddrPort, pool string, client, service netip.AddrPort, n int) []netip.AddrPort {
 	p, ok := t.pools[pool]
 	if !ok || p.table == nil || n <= 0 {
-		return nil
+		return dst
 	}
 	n = min(n, p.weighted)
 	size := uint32(len(p.table))
 	start := FlowHash(client, service) % size
 	// n is small (the proxy asks for 3): a linear check of what was taken
-	// beats allocating a set per request.
-	taken := make([]uint32, 0, n)
-	out := make([]netip.AddrPort, 0, n)
-	for i := uint32(0); i < size && len(out) < n; i++ {
+	// beats a set, and up to 4 of them fit on the stack.
+	var takenBuf [4]uint32
+	taken := takenBuf[:0]
+	for i := uint32(0); i < size && len(taken) < n; i++ {
 		b := p.table[(start+i)%size]
 		// Only weighted backends own slots; the weight check keeps that
 		// promise even if maglev's contract changes.
@@ -341,7 +341,7 @@ func (t *Table) Backends(pool string, client, service netip.AddrPort, n int) []n
 			continue
 		}
 		taken = append(taken, b)
-		out = append(out, p.backends[b].Address)
+		dst = append(dst, p.backends[b].Address)
 	}
-	return out
+	return dst
 }

@@ -198,7 +198,7 @@ func TestBackends(t *testing.T) {
 	firsts := map[netip.AddrPort]int{}
 	for port := uint16(1000); port < 3000; port++ {
 		cl := netip.AddrPortFrom(netip.MustParseAddr("192.0.2.7"), port)
-		got := tab.Backends("a", cl, site, 5)
+		got := tab.Backends(nil, "a", cl, site, 5)
 		want := poolA.Backends[table[router.FlowHash(cl, site)%poolA.MaglevSize]].Address
 		if len(got) != len(weighted) || got[0] != want {
 			t.Fatalf("client %s: %v, want %s first and %d in all", cl, got, want, len(weighted))
@@ -207,7 +207,7 @@ func TestBackends(t *testing.T) {
 			t.Fatalf("client %s: %v: second choice must be the other weighted backend", cl, got)
 		}
 		firsts[got[0]]++
-		if one := tab.Backends("a", cl, site, 1); len(one) != 1 || one[0] != want {
+		if one := tab.Backends(nil, "a", cl, site, 1); len(one) != 1 || one[0] != want {
 			t.Fatalf("n=1: %v", one)
 		}
 	}
@@ -220,7 +220,7 @@ func TestBackends(t *testing.T) {
 		pool string
 		n    int
 	}{{"drained", 3}, {"missing", 3}, {"a", 0}, {"a", -1}} {
-		if got := tab.Backends(tc.pool, cl, site, tc.n); got != nil {
+		if got := tab.Backends(nil, tc.pool, cl, site, tc.n); got != nil {
 			t.Errorf("Backends(%s, n=%d) = %v, want nil", tc.pool, tc.n, got)
 		}
 	}
@@ -271,7 +271,7 @@ func BenchmarkBackends(b *testing.B) {
 		client := netip.MustParseAddrPort("10.0.2.2:40000")
 		b.Run(fmt.Sprintf("backends=%d", n), func(b *testing.B) {
 			for b.Loop() {
-				if got := table.Backends("p", client, site, 3); len(got) != min(n, 3) {
+				if got := table.Backends(nil, "p", client, site, 3); len(got) != min(n, 3) {
 					b.Fatalf("%d choices", len(got))
 				}
 			}

@@ -443,7 +443,7 @@ func TestXDPEquivalence(t *testing.T) {
 			if routeErr != nil || pool != poolOf[backend] {
 				t.Fatalf("%s: XDP sent it to %s of pool %q; router: pool %q, %v", desc, backend, poolOf[backend], pool, routeErr)
 			}
-			if got := tab.Backends(pool, req.client, req.service, 3); len(got) == 0 || got[0] != backend {
+			if got := tab.Backends(nil, pool, req.client, req.service, 3); len(got) == 0 || got[0] != backend {
 				t.Fatalf("%s: XDP chose backend %s; router: %v", desc, backend, got)
 			}
 			outcomes["routed "+pool]++
@@ -475,7 +475,7 @@ func TestXDPEquivalence(t *testing.T) {
 			if routeErr != nil {
 				t.Fatalf("%s: XDP dropped it (no backend); router: %v", desc, routeErr)
 			}
-			if got := tab.Backends(pool, req.client, req.service, 3); got != nil {
+			if got := tab.Backends(nil, pool, req.client, req.service, 3); got != nil {
 				t.Fatalf("%s: XDP has no backend in pool %q; router: %v", desc, pool, got)
 			}
 			outcomes["dropped, no backend in "+pool]++

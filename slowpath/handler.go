@@ -131,7 +131,7 @@ func (s *service) handle(ctx *fasthttp.RequestCtx) {
 	req := &ctx.Request
 	h := &req.Header
 	info := requestInfo{start: ctx.Time(), client: remoteAddr(ctx), log: s.logging()}
-	d := s.decide(req, &info)
+	d := s.decide(req, &info, nil)
 	switch {
 	case d.redirect:
 		s.redirect(ctx, d.host, d.path, &info)
@@ -195,7 +195,8 @@ type decision struct {
 // decide routes a request. Both ways of serving a connection, the event
 // loop and fasthttp, call it, so they cannot route alike requests apart.
 // An absolute-form target replaces the Host header (RFC 9112 §3.2.2).
-func (s *service) decide(req *fasthttp.Request, info *requestInfo) decision {
+// The backends are appended to dst.
+func (s *service) decide(req *fasthttp.Request, info *requestInfo, dst []netip.AddrPort) decision {
 	p := s.p
 	h := &req.Header
 	method := h.Method()
@@ -250,7 +251,7 @@ func (s *service) decide(req *fasthttp.Request, info *requestInfo) decision {
 		return d
 	}
 	info.pool = pool
-	d.backends = ref.r.Backends(pool, info.client, s.l.Service, backendChoices)
+	d.backends = ref.r.Backends(dst, pool, info.client, s.l.Service, backendChoices)
 	if len(d.backends) == 0 {
 		d.fail = reasonNoBackend
 	}

@@ -73,7 +73,7 @@ func (f *fakeRouter) Route(service netip.AddrPort, method, host, path string) (s
 	return "", router.ErrNoRoute
 }
 
-func (f *fakeRouter) Backends(pool string, client, service netip.AddrPort, n int) []netip.AddrPort {
+func (f *fakeRouter) Backends(dst []netip.AddrPort, pool string, client, service netip.AddrPort, n int) []netip.AddrPort {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.seen.client = client
@@ -81,7 +81,7 @@ func (f *fakeRouter) Backends(pool string, client, service netip.AddrPort, n int
 	if len(b) > n {
 		b = b[:n]
 	}
-	return append([]netip.AddrPort(nil), b...)
+	return append(dst, b...)
 }
 
 func contains(list []string, s string) bool {

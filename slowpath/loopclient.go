@@ -225,7 +225,7 @@ func (c *clientConn) serve(data []byte) {
 	}
 	cl = max(cl, 0)
 	info := requestInfo{start: l.now, client: c.peer, log: c.s.logging()}
-	d := c.s.decide(&l.req, &info)
+	d := c.s.decide(&l.req, &info, c.backends[:0])
 	if len(d.backends) == 0 {
 		c.handoff(data) // the handler answers it, with the same decision
 		return
@@ -628,7 +628,7 @@ func (c *clientConn) endExchange() {
 	}
 	c.active = false
 	c.gen++
-	c.backends = nil
+	c.backends = c.backends[:0]
 	c.reqOut = shrink(c.reqOut)
 	c.hdr = shrink(c.hdr)
 	if c.closeAfter || c.bodyLeft > 0 {

@@ -36,9 +36,11 @@ import (
 // Route's string arguments view the request's buffers without a copy: they
 // are valid only during the call, and an implementation that keeps one
 // (a cache key, say) must copy it. Both methods are called concurrently.
+// Backends appends to dst, so that a caller can reuse one buffer per
+// connection.
 type Router interface {
 	Route(service netip.AddrPort, method, host, path string) (pool string, err error)
-	Backends(pool string, client, service netip.AddrPort, n int) []netip.AddrPort
+	Backends(dst []netip.AddrPort, pool string, client, service netip.AddrPort, n int) []netip.AddrPort
 }
 
 // Listener describes the service one listening socket serves.
