@@ -18,13 +18,8 @@ import (
 // answer.
 func (c *clientConn) handoff(data []byte) {
 	l := c.l
-	prefix := bytes.Clone(data)
-	fd := c.fd
-	l.unregister(fd)
-	l.clients--
-	c.fd = -1
-	c.in, c.out, c.reqOut, c.hdr = nil, nil, nil, nil
-	f := os.NewFile(uintptr(fd), "")
+	prefix := bytes.Clone(data) // data may be c.in, which detach drops
+	f := os.NewFile(uintptr(c.detach()), "")
 	nc, err := net.FileConn(f) // a duplicate, in the Go runtime's poller
 	f.Close()
 	if err != nil {

@@ -357,17 +357,16 @@ func (up *upstream) event(events uint32) {
 		return
 	}
 	// Idle in the pool: the backend closed it, or sent what nobody asked.
-	up.l.dropIdle(up)
 	up.close()
 }
 
 func (up *upstream) expire(now time.Time) {
 	if up.owner == nil && now.Sub(up.idleSince) >= upstreamIdleTimeout {
-		up.l.dropIdle(up)
 		up.close()
 	}
 }
 
+// close closes the connection, taking it out of the pool when it is there.
 func (up *upstream) close() {
 	if up.fd < 0 {
 		return

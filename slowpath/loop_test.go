@@ -189,9 +189,7 @@ func TestLoopPassesTheBackendsFraming(t *testing.T) {
 		}
 	})
 	_, addr := startProxy(t, Options{}, Listener{Service: vip}, onePool(be))
-	_, br := dialProxy(t, addr)
-	c, _ := dialProxy(t, addr)
-	br = bufio.NewReader(c)
+	c, br := dialProxy(t, addr)
 	for _, tc := range []struct{ method, path, body string }{
 		{"GET", "/length", "hello"},
 		{"GET", "/chunked", "hello world"},

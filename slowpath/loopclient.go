@@ -44,7 +44,7 @@ type clientConn struct {
 // exchange is the request in flight and its response.
 type exchange struct {
 	active  bool
-	gen     uint64 // tells a late dial result from the current exchange's
+	gen     uint64 // counts exchanges: a late dial result is an earlier one's
 	info    requestInfo
 	idem    bool
 	head    bool
@@ -234,21 +234,22 @@ func (c *clientConn) serve(data []byte) {
 	if h.ConnectionClose() {
 		c.closeAfter = true
 	}
-	x := &c.exchange
-	x.active = true
-	x.gen++
-	x.info = info
-	x.idem = idempotent(h.Method())
-	x.head = h.IsHead()
-	x.backends, x.choice, x.retried = d.backends, 0, false
 	c.s.rewriteHeader(&l.req, d.host, d.path, c.peer.Addr(), hop)
-	x.reqOut = h.AppendBytes(x.reqOut[:0])
 	k := min(int64(len(body)), cl)
-	x.reqOut = append(x.reqOut, body[:k]...)
-	x.bodyLen, x.bodyLeft = cl, cl-k
-	x.hdr, x.started, x.sent, x.reusable, x.recorded = x.hdr[:0], false, 0, true, false
-	x.answered, x.bodyDropped = false, false
-	x.chunks = chunkedScanner{}
+	// A new exchange; the buffers of the last one are reused.
+	c.exchange = exchange{
+		active:   true,
+		gen:      c.gen + 1,
+		info:     info,
+		idem:     idempotent(h.Method()),
+		head:     h.IsHead(),
+		backends: d.backends,
+		reqOut:   append(h.AppendBytes(c.reqOut[:0]), body[:k]...),
+		bodyLen:  cl,
+		bodyLeft: cl - k,
+		hdr:      c.hdr[:0],
+		reusable: true,
+	}
 	// Pipelined bytes wait for the response; data may be c.in itself.
 	c.in = append(c.in[:0], body[k:]...)
 	c.refresh()
@@ -627,7 +628,6 @@ func (c *clientConn) endExchange() {
 		}
 	}
 	c.active = false
-	c.gen++
 	c.backends = c.backends[:0]
 	c.reqOut = shrink(c.reqOut)
 	c.hdr = shrink(c.hdr)
@@ -777,18 +777,23 @@ func (c *clientConn) expire(now time.Time) {
 }
 
 func (c *clientConn) close() {
-	if c.fd < 0 {
-		return
+	if c.fd >= 0 {
+		unix.Close(c.detach())
 	}
+}
+
+// detach takes the connection out of its loop, closing its backend
+// connection, and returns the socket, which is the caller's.
+func (c *clientConn) detach() (fd int) {
+	fd = c.fd
 	if up := c.up; up != nil {
 		c.up = nil
 		up.close()
 	}
 	c.active = false
-	c.gen++
-	c.l.unregister(c.fd)
-	unix.Close(c.fd)
-	c.fd = -1
+	c.l.unregister(fd)
 	c.l.clients--
+	c.fd = -1
 	c.in, c.out, c.reqOut, c.hdr = nil, nil, nil, nil
+	return fd
 }
