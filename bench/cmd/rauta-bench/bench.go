@@ -305,6 +305,7 @@ func (b *bench) measure(ctx context.Context, round int, m mode, st style, xdp fu
 			return fmt.Errorf("%s warm-up: %w", st, err)
 		}
 		t.Requests += warm.Requests
+		t.System[cpuClient] += durationTicks(warm.CPU)
 	}
 	spec.Duration = s.Duration
 	load := startOtherLoad()
@@ -315,6 +316,7 @@ func (b *bench) measure(ctx context.Context, round int, m mode, st style, xdp fu
 	other, top := load.share()
 	r := runResult{wrkResult: res, OtherLoad: other}
 	t.Requests += res.Requests
+	t.System[cpuClient] += durationTicks(res.CPU)
 	b.rep.Runs[key] = append(b.rep.Runs[key], r)
 	b.log.Info("measured", "round", round, "mode", m.Name, "style", st,
 		"req/s", fmt.Sprintf("%.0f", res.ReqPerSec), "p50", fmtLatency(res.P50), "p99", fmtLatency(res.P99),

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -61,6 +62,11 @@ func takeSnapshot(ctx context.Context, tb *testbed.Testbed) (snapshot, error) {
 	if err := s.readCPU(); err != nil {
 		return nil, err
 	}
+	roles, err := processRoles(tb)
+	if err != nil {
+		return nil, err
+	}
+	s.readProcessCPU(roles)
 	for _, n := range nsIfaces(tb) {
 		if err := s.readLinks(ctx, n.role, n.ns, n.ifaces); err != nil {
 			return nil, err
@@ -164,6 +170,68 @@ const (
 	cpuSoftirq = "cpu softirq"
 	cpuTotal   = "cpu total"
 )
+
+// Process CPU keys: clock ticks (USER_HZ) of user and system time. The
+// LB's and the origin's are those of the processes in their namespaces;
+// the client's, wrk's own (it exits before the snapshot after its run).
+// Without CONFIG_IRQ_TIME_ACCOUNTING (this machine's kernel) a tick taken
+// in softirq is also charged to the thread it interrupted: on veth, the
+// receive path of a packet, XDP included, runs in its sender's softirq.
+const (
+	cpuLB     = "cpu processes lb"
+	cpuOrigin = "cpu processes origin"
+	cpuClient = "cpu processes client"
+)
+
+// processRoles maps a network namespace, as /proc/[pid]/ns/net names it,
+// to the process CPU key of the processes in it.
+func processRoles(tb *testbed.Testbed) (map[string]string, error) {
+	roles := map[string]string{}
+	add := func(ns *testbed.Namespace, key string) error {
+		return ns.Do(func() error {
+			id, err := os.Readlink("/proc/thread-self/ns/net")
+			if err != nil {
+				return fmt.Errorf("network namespace %s: %w", ns.Name, err)
+			}
+			roles[id] = key
+			return nil
+		})
+	}
+	if err := add(tb.LB, cpuLB); err != nil {
+		return nil, err
+	}
+	for _, b := range tb.Backends {
+		if err := add(b, cpuOrigin); err != nil {
+			return nil, err
+		}
+	}
+	return roles, nil
+}
+
+// readProcessCPU adds up the CPU time of the processes in each role's
+// namespace. Processes that vanish while it reads are skipped.
+func (s snapshot) readProcessCPU(roles map[string]string) {
+	links, _ := filepath.Glob("/proc/[0-9]*/ns/net")
+	for _, link := range links {
+		id, err := os.Readlink(link)
+		key, ok := roles[id]
+		if err != nil || !ok {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(filepath.Dir(filepath.Dir(link)), "stat"))
+		if err != nil {
+			continue
+		}
+		if pt, ok := parseProcStat(string(b)); ok {
+			s[key] += pt.ticks
+		}
+	}
+}
+
+// durationTicks converts a CPU time to clock ticks (USER_HZ).
+func durationTicks(d time.Duration) uint64 {
+	return uint64(d / (time.Second / userHZ))
+}
 
 // readCPU takes the machine's CPU time: the whole machine, since client,
 // LB and origin share it (and so does anything else running).

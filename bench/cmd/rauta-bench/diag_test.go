@@ -1,6 +1,10 @@
 package main
 
-import "testing"
+import (
+	"os"
+	"testing"
+	"time"
+)
 
 func TestParseProcNet(t *testing.T) {
 	text := `Ip: Forwarding DefaultTTL InReceives ForwDatagrams
@@ -26,5 +30,35 @@ func TestSnapshotDelta(t *testing.T) {
 	sum.add(got)
 	if sum["a"] != 4 || sum["d"] != 1 {
 		t.Errorf("add = %v", sum)
+	}
+}
+
+func TestReadProcessCPU(t *testing.T) {
+	self, err := os.ReadFile("/proc/self/stat")
+	if err != nil {
+		t.Skip(err)
+	}
+	before, ok := parseProcStat(string(self))
+	if !ok {
+		t.Fatalf("parseProcStat(%q) failed", self)
+	}
+	id, err := os.Readlink("/proc/self/ns/net")
+	if err != nil {
+		t.Skip(err)
+	}
+	s := snapshot{}
+	s.readProcessCPU(map[string]string{id: cpuLB, "net:[0]": cpuOrigin})
+	// This process is in its own namespace, with every other process there.
+	if s[cpuLB] < before.ticks {
+		t.Errorf("CPU of the processes in %s = %d ticks, less than this process's %d", id, s[cpuLB], before.ticks)
+	}
+	if _, ok := s[cpuOrigin]; ok {
+		t.Errorf("a namespace no process is in got CPU time: %v", s)
+	}
+}
+
+func TestDurationTicks(t *testing.T) {
+	if got := durationTicks(1234 * time.Millisecond); got != 123 {
+		t.Errorf("durationTicks(1.234s) = %d, want 123 (USER_HZ 100)", got)
 	}
 }

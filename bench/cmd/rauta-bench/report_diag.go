@@ -86,17 +86,24 @@ func (r *report) writeSystem(b *strings.Builder) {
 		return
 	}
 	b.WriteString("## CPU\n\n")
-	b.WriteString("The whole machine's CPU time while each mode ran (warm-up included): client, LB and origin share the CPUs, so this is the cost of the entire request path, plus anything else that was running.\n\n")
-	b.WriteString("| mode | style | CPU busy | softirq share of busy | CPU µs per request |\n|---|---|---:|---:|---:|\n")
+	b.WriteString("The whole machine's CPU time while each mode ran (warm-up included): client, LB and origin share the CPUs, so this is the cost of the entire request path, plus anything else that was running. ")
+	b.WriteString("It is then split by who was charged for it: the processes in the LB's namespace (the proxy of nginx-proxy, haproxy and the slow-path modes; rauta-l4 and rauta-http have none, their daemon runs in the bench), the origin's, wrk, and the rest (kernel threads, the bench). ")
+	b.WriteString("A process's time includes the softirq work that ran on its threads: on veth a packet's receive path, XDP and TC included, runs in the softirq of the thread that sent it, so the LB's receive cost shows up in the client's and the origin's columns.\n\n")
+	b.WriteString("| mode | style | CPU busy | softirq share of busy | CPU µs per request | LB processes | origin | client (wrk) | rest |\n|---|---|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, c := range cols {
 		t := r.Tallies[c]
 		busy, total, softirq := t.System[cpuBusy], t.System[cpuTotal], t.System[cpuSoftirq]
 		if total == 0 || busy == 0 {
 			continue
 		}
-		fmt.Fprintf(b, "| %s | %s | %.0f%% | %.0f%% | %.1f |\n", c.Mode, c.Style,
+		perReq := func(ticks uint64) float64 {
+			return float64(ticks) * float64(time.Second/userHZ) / float64(time.Microsecond) / float64(t.Requests)
+		}
+		lb, origin, client := t.System[cpuLB], t.System[cpuOrigin], t.System[cpuClient]
+		rest := busy - min(busy, lb+origin+client)
+		fmt.Fprintf(b, "| %s | %s | %.0f%% | %.0f%% | %.1f | %.1f | %.1f | %.1f | %.1f |\n", c.Mode, c.Style,
 			100*float64(busy)/float64(total), 100*float64(softirq)/float64(busy),
-			float64(busy)*float64(time.Second/userHZ)/float64(time.Microsecond)/float64(t.Requests))
+			perReq(busy), perReq(lb), perReq(origin), perReq(client), perReq(rest))
 	}
 	b.WriteString("\n## Packet path and loss counters, per request\n\n")
 	b.WriteString("Deltas over each mode's runs (warm-up included) divided by its requests: `ip -s link` errors/drops and `ethtool -S` XDP counters of the interfaces on the path (client eth0, LB eth1/eth2, switch ports lb/b1, backend eth0), and TCP/IP counters of the client, LB and backend namespaces. Counters that stayed zero everywhere are left out.\n\n")

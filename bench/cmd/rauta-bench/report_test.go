@@ -44,10 +44,12 @@ func TestReportTable(t *testing.T) {
 		run(96000, 1*ms, 4*ms, wrkErrors{}), run(99000, 1*ms, 4*ms, wrkErrors{Read: 2}), disturbed, run(98000, 1*ms, 4*ms, wrkErrors{Timeout: 1}),
 	}
 	r.Tallies[runKey{modeRauta, keepAlive}] = &tally{Requests: 1000,
-		XDP:    snapshot{`forwarded_packets{service="bench"}`: 4000},
-		System: snapshot{"lb Ip ForwDatagrams": 3},
+		XDP: snapshot{`forwarded_packets{service="bench"}`: 4000},
+		// The processes were charged more than the busy time: rest is 0.
+		System: snapshot{"lb Ip ForwDatagrams": 3, cpuTotal: 4, cpuBusy: 2, cpuOrigin: 3},
 	}
-	r.Tallies[runKey{modeKernel, keepAlive}] = &tally{Requests: 2000, System: snapshot{"lb Ip ForwDatagrams": 8000}}
+	r.Tallies[runKey{modeKernel, keepAlive}] = &tally{Requests: 2000, System: snapshot{"lb Ip ForwDatagrams": 8000,
+		cpuTotal: 40, cpuBusy: 30, cpuSoftirq: 15, cpuLB: 3, cpuOrigin: 10, cpuClient: 12}}
 	r.Failure = errors.New("round 3, mode haproxy: boom")
 
 	var b strings.Builder
@@ -68,6 +70,9 @@ func TestReportTable(t *testing.T) {
 		"| counter | kernel keep-alive | rauta-l4 keep-alive |",
 		"| requests | 2000 | 1000 |",
 		"| lb Ip ForwDatagrams | 4 | 0.003 |",
+		// 30 ticks of 10 ms over 2000 requests: 150 µs each.
+		"| kernel | keep-alive | 75% | 50% | 150.0 | 15.0 | 50.0 | 60.0 | 25.0 |",
+		"| rauta-l4 | keep-alive | 50% | 0% | 20.0 | 0.0 | 30.0 | 0.0 | 0.0 |",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("report lacks %q:\n%s", want, out)

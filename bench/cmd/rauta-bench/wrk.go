@@ -49,6 +49,7 @@ type wrkResult struct {
 	ReqPerSec float64 // "Requests/sec"
 	P50, P99  time.Duration
 	Errors    wrkErrors
+	CPU       time.Duration // wrk's user and system time
 }
 
 // wrkErrors are wrk's "Socket errors" and "Non-2xx or 3xx responses"
@@ -112,6 +113,8 @@ func runWrk(ctx context.Context, ns *testbed.Namespace, spec wrkSpec) (wrkResult
 	if err != nil {
 		return wrkResult{}, fmt.Errorf("%s: %w\n%s", commandLine(append([]string{"wrk"}, spec.args()...)), err, tail(stdout.String(), 2000))
 	}
+	// ip netns exec execs wrk, so the process is wrk's.
+	res.CPU = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 	return res, nil
 }
 
