@@ -2,6 +2,7 @@ package slowpath
 
 import (
 	"bytes"
+	"context"
 	"net"
 	"net/netip"
 	"os"
@@ -37,6 +38,8 @@ type handoffListener struct {
 	conns chan net.Conn
 	done  chan struct{}
 	once  sync.Once
+	// pending counts pushed connections not yet accepted or dropped.
+	pending sync.WaitGroup
 }
 
 func newHandoffListener(addr net.Addr) *handoffListener {
@@ -45,13 +48,34 @@ func newHandoffListener(addr net.Addr) *handoffListener {
 
 // push queues c for Accept without blocking the loop.
 func (h *handoffListener) push(c net.Conn) {
+	h.pending.Add(1)
 	go func() {
+		defer h.pending.Done()
 		select {
 		case h.conns <- c:
 		case <-h.done:
 			c.Close()
 		}
 	}()
+}
+
+// drain waits until every connection pushed so far has been accepted (or
+// dropped by Close), or ctx ends. Shutdown drains once the loops are done,
+// before the fasthttp server closes this listener: a request a loop handed
+// over in its last moments is then answered, not closed unanswered. Only
+// loops push, so no push can start while drain waits.
+func (h *handoffListener) drain(ctx context.Context) error {
+	drained := make(chan struct{})
+	go func() {
+		h.pending.Wait()
+		close(drained)
+	}()
+	select {
+	case <-drained:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 func (h *handoffListener) Accept() (net.Conn, error) {

@@ -181,9 +181,11 @@ type Proxy struct {
 
 	serversMu sync.Mutex
 	servers   []*fasthttp.Server
-	// plain are the listeners whose connections the event loops serve.
-	plain  []net.Listener
-	closed bool
+	// plain are the listeners whose connections the event loops serve,
+	// handoffs their services' listeners of handed-over connections.
+	plain    []net.Listener
+	handoffs []*handoffListener
+	closed   bool
 
 	loopsOnce sync.Once
 	loops     []*loop
@@ -243,6 +245,7 @@ func (p *Proxy) Serve(ln net.Listener, l Listener) error {
 	p.servers = append(p.servers, svc.srv)
 	if l.TLS == nil {
 		p.plain = append(p.plain, ln)
+		p.handoffs = append(p.handoffs, svc.handoff)
 	}
 	p.serversMu.Unlock()
 
@@ -336,8 +339,8 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	p.closed = true
 	servers := p.servers
 	p.servers = nil
-	plain := p.plain
-	p.plain = nil
+	plain, handoffs := p.plain, p.handoffs
+	p.plain, p.handoffs = nil, nil
 	p.serversMu.Unlock()
 	for _, ln := range plain {
 		_ = ln.Close()
@@ -350,6 +353,12 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	// requests to the fasthttp servers, which must still take them.
 	if err := p.stopLoops(ctx); err != nil {
 		errs = append(errs, err)
+	}
+	for _, h := range handoffs {
+		if err := h.drain(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("slowpath: shutdown: hand over connections: %w", err))
+			break
+		}
 	}
 	for _, s := range servers {
 		if err := s.ShutdownWithContext(ctx); err != nil {
