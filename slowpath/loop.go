@@ -41,7 +41,6 @@ const (
 	// consumed (parsed, forwarded) or copied to their connection before
 	// the next read, so idle connections hold no buffer.
 	loopReadBuffer = 64 << 10
-	loopEvents     = 256
 	// maxLoopTick bounds how late a timeout is noticed.
 	maxLoopTick = 100 * time.Millisecond
 	minLoopTick = 5 * time.Millisecond
@@ -56,7 +55,6 @@ type loop struct {
 	conns map[int]loopConn
 	// clients counts the client connections, for Shutdown.
 	clients int
-	events  []unix.EpollEvent
 	buf     []byte
 	// wbuf assembles a header and the body bytes read with it, so both
 	// leave in one write.
@@ -93,14 +91,13 @@ func newLoop(p *Proxy) (*loop, error) {
 		return nil, err
 	}
 	l := &loop{
-		p:      p,
-		poll:   poll,
-		conns:  map[int]loopConn{},
-		events: make([]unix.EpollEvent, loopEvents),
-		buf:    make([]byte, loopReadBuffer),
-		idle:   map[netip.AddrPort][]*upstream{},
-		tick:   loopTick(p.opts),
-		done:   make(chan struct{}),
+		p:     p,
+		poll:  poll,
+		conns: map[int]loopConn{},
+		buf:   make([]byte, loopReadBuffer),
+		idle:  map[netip.AddrPort][]*upstream{},
+		tick:  loopTick(p.opts),
+		done:  make(chan struct{}),
 	}
 	l.reqBR = bufio.NewReaderSize(&l.rd, p.opts.MaxHeaderBytes)
 	l.respBR = bufio.NewReaderSize(&l.rd, upstreamReadBuffer)
@@ -152,13 +149,13 @@ func (l *loop) run() {
 	l.now = time.Now()
 	l.lastScan = l.now
 	for {
-		n, err := l.poll.wait(l.events)
+		events, err := l.poll.wait()
 		if err != nil {
 			l.p.log.Error("slowpath: event loop stopped", "err", err)
 			break
 		}
 		l.now = time.Now()
-		for _, ev := range l.events[:n] {
+		for _, ev := range events {
 			fd := int(ev.Fd)
 			if fd == l.poll.wake {
 				l.poll.woken()

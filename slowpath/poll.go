@@ -32,11 +32,15 @@ type poller struct {
 
 	// collect is the RawConn.Read callback, made once: a closure made per
 	// wait escaped to the heap, the loop's only allocation per request.
+	// It fills events and sets n or err.
 	collect func(uintptr) bool
 	events  []unix.EpollEvent
 	n       int
 	err     error
 }
+
+// maxEvents bounds the events one wait collects.
+const maxEvents = 256
 
 func newPoller() (*poller, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
@@ -53,7 +57,8 @@ func newPoller() (*poller, error) {
 		unix.Close(wake)
 		return nil, fmt.Errorf("epoll: %w", err)
 	}
-	p := &poller{epfd: epfd, file: os.NewFile(uintptr(epfd), "epoll"), wake: wake}
+	p := &poller{epfd: epfd, file: os.NewFile(uintptr(epfd), "epoll"), wake: wake,
+		events: make([]unix.EpollEvent, maxEvents)}
 	p.collect = p.collectEvents
 	raw, err := p.file.SyscallConn()
 	if err == nil {
@@ -87,23 +92,22 @@ func (p *poller) del(fd int) {
 	_ = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, fd, nil)
 }
 
-// wait fills events, parking the goroutine until there is at least one.
-// The epoll_wait that collects them never blocks, so it is made without
+// wait returns the ready events (valid until the next wait), parking the
+// goroutine until there is at least one. The epoll_wait that collects them never blocks, so it is made without
 // telling the scheduler (as rawRead): a system call the scheduler knows
 // of, if the kernel preempts the thread inside it, leaves the P in a
 // syscall state that sysmon polls every 20 µs to take back, and those
 // wake-ups cost 2.5% of the proxy's CPU.
-func (p *poller) wait(events []unix.EpollEvent) (int, error) {
-	p.events, p.n, p.err = events, 0, nil
+func (p *poller) wait() ([]unix.EpollEvent, error) {
+	p.n, p.err = 0, nil
 	err := p.raw.Read(p.collect)
 	if err == nil {
 		err = p.err
 	}
-	p.events = nil
 	if err != nil {
-		return 0, fmt.Errorf("epoll_wait: %w", err)
+		return nil, fmt.Errorf("epoll_wait: %w", err)
 	}
-	return p.n, nil
+	return p.events[:p.n], nil
 }
 
 // collectEvents reports whether the wait is over: events were collected
