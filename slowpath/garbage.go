@@ -77,13 +77,17 @@ const (
 
 // refuse answers 400, lingers, and makes fasthttp see the end of the
 // connection.
-func (c *methodCheckConn) refuse() {
+func (c *methodCheckConn) refuse() { c.s.refuse(c.Conn, reasonBadRequest) }
+
+// refuse answers r's canned response on conn with Connection: close,
+// counts it, and lingers; the caller closes conn.
+func (s *service) refuse(conn net.Conn, r reason) {
 	now := time.Now()
-	_ = c.Conn.SetDeadline(now.Add(lingerTime))
-	_, _ = c.Conn.Write(cannedResponse(reasonBadRequest, true))
-	c.s.count(reasonBadRequest, &requestInfo{start: now, client: addrPortOf(c.Conn.RemoteAddr())})
-	_ = closeWrite(c.Conn)
-	_, _ = io.Copy(io.Discard, io.LimitReader(c.Conn, lingerBytes))
+	_ = conn.SetDeadline(now.Add(lingerTime))
+	_, _ = conn.Write(cannedResponse(r, true))
+	s.count(r, &requestInfo{start: now, client: addrPortOf(conn.RemoteAddr())})
+	_ = closeWrite(conn)
+	_, _ = io.Copy(io.Discard, io.LimitReader(conn, lingerBytes))
 }
 
 // isTokenChar reports whether b may appear in a token (RFC 9110 §5.6.2).

@@ -34,6 +34,7 @@ func (c *clientConn) handoff(data []byte) {
 // handoffListener is the listener of a plain service's fasthttp server:
 // it accepts the connections event loops hand over.
 type handoffListener struct {
+	s     *service
 	addr  net.Addr
 	conns chan net.Conn
 	done  chan struct{}
@@ -42,11 +43,15 @@ type handoffListener struct {
 	pending sync.WaitGroup
 }
 
-func newHandoffListener(addr net.Addr) *handoffListener {
-	return &handoffListener{addr: addr, conns: make(chan net.Conn), done: make(chan struct{})}
+func newHandoffListener(s *service, addr net.Addr) *handoffListener {
+	return &handoffListener{s: s, addr: addr, conns: make(chan net.Conn), done: make(chan struct{})}
 }
 
-// push queues c for Accept without blocking the loop.
+// push queues c for Accept without blocking the loop. Once the listener
+// is closed (the service was removed, or the proxy is shutting down) the
+// request c carries is answered 503 rather than lost: the loops keep
+// serving a removed service's open connections, and hand over what they
+// do not serve.
 func (h *handoffListener) push(c net.Conn) {
 	h.pending.Add(1)
 	go func() {
@@ -54,13 +59,14 @@ func (h *handoffListener) push(c net.Conn) {
 		select {
 		case h.conns <- c:
 		case <-h.done:
+			h.s.refuse(c, reasonNotConfigured)
 			c.Close()
 		}
 	}()
 }
 
 // drain waits until every connection pushed so far has been accepted (or
-// dropped by Close), or ctx ends. Shutdown drains once the loops are done,
+// refused after Close), or ctx ends. Shutdown drains once the loops are done,
 // before the fasthttp server closes this listener: a request a loop handed
 // over in its last moments is then answered, not closed unanswered. Only
 // loops push, so no push can start while drain waits.

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/netip"
+	"strings"
 	"testing"
 	"time"
 )
@@ -12,7 +14,9 @@ import (
 // Shutdown drains the handoff listeners between the loops and the fasthttp
 // servers; drain must wait for what was pushed, and no longer.
 func TestHandoffDrainWaitsForPushedConnections(t *testing.T) {
-	h := newHandoffListener(&net.TCPAddr{})
+	p := New(Options{Logger: testLogger(t)})
+	svc := newService(p, Listener{Name: "site", Service: netip.MustParseAddrPort("10.0.0.1:80")})
+	h := newHandoffListener(svc, &net.TCPAddr{})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := h.drain(ctx); err != nil {
@@ -38,19 +42,32 @@ func TestHandoffDrainWaitsForPushedConnections(t *testing.T) {
 	}
 	server.Close()
 
-	// Pushed and never accepted: Close drops it, and drain is over.
-	client2, server2 := net.Pipe()
-	h.push(server2)
+	// Pushed after Close (a removed service's connection): its request is
+	// answered 503 and counted, the connection closed, and drain is over.
+	client2, server2 := tcpPair(t)
 	h.Close()
+	h.push(server2)
+	answer := make(chan []byte, 1)
+	go func() {
+		b, _ := io.ReadAll(client2) // up to the proxy's FIN
+		answer <- b
+		client2.Close()
+	}()
 	if err := h.drain(ctx); err != nil {
 		t.Fatalf("drain after Close: %v", err)
 	}
-	if _, err := client2.Write([]byte("x")); !errors.Is(err, io.ErrClosedPipe) {
-		t.Errorf("write to a dropped handed-over connection: %v, want closed", err)
+	if got := string(<-answer); !strings.HasPrefix(got, "HTTP/1.1 503 ") || !strings.HasSuffix(got, "\r\n\r\n503 not configured\n") {
+		t.Errorf("a connection handed over after Close got %q, want the 503 not configured answer", got)
+	}
+	if got := p.errorCount(reasonNotConfigured); got != 1 {
+		t.Errorf("not_configured count = %v, want 1", got)
+	}
+	if _, err := server2.Write([]byte("x")); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("write to a refused handed-over connection: %v, want closed", err)
 	}
 
 	// A connection nobody accepts holds drain until its context ends.
-	h2 := newHandoffListener(&net.TCPAddr{})
+	h2 := newHandoffListener(svc, &net.TCPAddr{})
 	_, server3 := net.Pipe()
 	defer server3.Close()
 	h2.push(server3)
@@ -60,4 +77,24 @@ func TestHandoffDrainWaitsForPushedConnections(t *testing.T) {
 		t.Errorf("drain with a connection nobody accepts = %v, want the context's deadline", err)
 	}
 	h2.Close()
+}
+
+// tcpPair returns the two ends of a loopback TCP connection.
+func tcpPair(t *testing.T) (client, server net.Conn) {
+	t.Helper()
+	ln, err := netListen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err = net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	if server, err = ln.Accept(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { server.Close() })
+	return client, server
 }

@@ -181,11 +181,9 @@ type Proxy struct {
 
 	serversMu sync.Mutex
 	servers   []*fasthttp.Server
-	// plain are the listeners whose connections the event loops serve,
-	// handoffs their services' listeners of handed-over connections.
-	plain    []net.Listener
-	handoffs []*handoffListener
-	closed   bool
+	// plain are the listeners whose connections the event loops serve.
+	plain  []plainListener
+	closed bool
 
 	loopsOnce sync.Once
 	loops     []*loop
@@ -193,6 +191,13 @@ type Proxy struct {
 	nextLoop  atomic.Uint32
 
 	tunnels tunnels
+}
+
+// plainListener is a plain service's listener and the listener of the
+// connections its loops hand to fasthttp.
+type plainListener struct {
+	ln      net.Listener
+	handoff *handoffListener
 }
 
 // routerRef boxes the interface for atomic.Pointer.
@@ -233,7 +238,7 @@ func (p *Proxy) Serve(ln net.Listener, l Listener) error {
 		cfg.NextProtos = []string{"http/1.1"}
 		fast = tls.NewListener(clientListener{Listener: ln, idle: p.opts.IdleTimeout}, cfg)
 	} else {
-		svc.handoff = newHandoffListener(ln.Addr())
+		svc.handoff = newHandoffListener(svc, ln.Addr())
 		fast = clientListener{Listener: svc.handoff, idle: p.opts.IdleTimeout, checkMethod: svc}
 	}
 	p.serversMu.Lock()
@@ -244,8 +249,7 @@ func (p *Proxy) Serve(ln net.Listener, l Listener) error {
 	}
 	p.servers = append(p.servers, svc.srv)
 	if l.TLS == nil {
-		p.plain = append(p.plain, ln)
-		p.handoffs = append(p.handoffs, svc.handoff)
+		p.plain = append(p.plain, plainListener{ln, svc.handoff})
 	}
 	p.serversMu.Unlock()
 
@@ -339,11 +343,11 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	p.closed = true
 	servers := p.servers
 	p.servers = nil
-	plain, handoffs := p.plain, p.handoffs
-	p.plain, p.handoffs = nil, nil
+	plain := p.plain
+	p.plain = nil
 	p.serversMu.Unlock()
-	for _, ln := range plain {
-		_ = ln.Close()
+	for _, pl := range plain {
+		_ = pl.ln.Close()
 	}
 
 	// Upgraded connections have no request to finish: they end now.
@@ -354,8 +358,8 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	if err := p.stopLoops(ctx); err != nil {
 		errs = append(errs, err)
 	}
-	for _, h := range handoffs {
-		if err := h.drain(ctx); err != nil {
+	for _, pl := range plain {
+		if err := pl.handoff.drain(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("slowpath: shutdown: hand over connections: %w", err))
 			break
 		}
