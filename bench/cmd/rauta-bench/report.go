@@ -369,7 +369,7 @@ func (r *report) writeTable(b *strings.Builder) {
 	r.writeXDPPass(b)
 	r.writeRSS(b)
 	fmt.Fprintf(b, "*Other load* is the share of the machine's CPU time that processes outside the bench (someone's compile, tests) used during the run. Runs above %.0f%% are marked `*` and left out of the medians, unless every round of that row is. The ratio compares such medians.\n\n", 100*otherLoadLimit)
-	fmt.Fprintf(b, "Modes, all to the same origin (nginx, %d worker(s), in backend namespace 1):\n\n", r.Settings.OriginWorkers)
+	fmt.Fprintf(b, "Modes, all to the same origin (nginx, %d worker(s) with a listening socket each, in backend namespace 1):\n\n", r.Settings.OriginWorkers)
 	for _, m := range r.Modes {
 		fmt.Fprintf(b, "- `%s` (%s, client ports %d-%d): %s\n", m.Name, r.URLs[m.Name], m.Ports[0], m.Ports[1], m.Desc)
 	}
