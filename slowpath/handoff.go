@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"net"
-	"net/netip"
 	"os"
 	"sync"
 )
@@ -117,18 +116,3 @@ func (c *prefixConn) Read(p []byte) (int, error) {
 
 // CloseWrite half-closes the TCP connection (a refusal's lingering close).
 func (c *prefixConn) CloseWrite() error { return closeWrite(c.Conn) }
-
-// acceptFD accepts a connection from ln and takes its socket for a loop;
-// fd is -1 when the connection was lost on the way (err nil).
-func acceptFD(ln net.Listener, log func(err error)) (fd int, peer netip.AddrPort, err error) {
-	c, err := ln.Accept()
-	if err != nil {
-		return -1, peer, err
-	}
-	peer = addrPortOf(c.RemoteAddr())
-	if fd, err = detachFD(c); err != nil {
-		log(err) // that connection's problem, not the listener's
-		return -1, peer, nil
-	}
-	return fd, peer, nil
-}

@@ -236,9 +236,19 @@ func (l *loop) register(fd int, c loopConn, events uint32) error {
 	return nil
 }
 
+// unregister takes fd out of the loop; the socket stays open.
 func (l *loop) unregister(fd int) {
 	l.poll.del(fd)
 	delete(l.conns, fd)
+}
+
+// closeFD closes a socket of the loop. Its descriptor is the only one of
+// that socket (accept4, or detachFD's duplicate), and closing the last
+// descriptor takes a socket out of every epoll set: an EPOLL_CTL_DEL
+// first would be one more system call per connection.
+func (l *loop) closeFD(fd int) {
+	delete(l.conns, fd)
+	unix.Close(fd)
 }
 
 // adopt starts serving a client connection accepted by svc's listener.
@@ -371,8 +381,7 @@ func (up *upstream) close() {
 	if up.owner == nil {
 		up.l.dropIdle(up)
 	}
-	up.l.unregister(up.fd)
-	unix.Close(up.fd)
+	up.l.closeFD(up.fd)
 	up.fd = -1
 	up.owner = nil
 }

@@ -778,20 +778,26 @@ func (c *clientConn) expire(now time.Time) {
 
 func (c *clientConn) close() {
 	if c.fd >= 0 {
-		unix.Close(c.detach())
+		c.l.closeFD(c.leave())
 	}
 }
 
 // detach takes the connection out of its loop, closing its backend
 // connection, and returns the socket, which is the caller's.
 func (c *clientConn) detach() (fd int) {
+	fd = c.leave()
+	c.l.unregister(fd)
+	return fd
+}
+
+// leave ends the connection's part in the loop but for its socket.
+func (c *clientConn) leave() (fd int) {
 	fd = c.fd
 	if up := c.up; up != nil {
 		c.up = nil
 		up.close()
 	}
 	c.active = false
-	c.l.unregister(fd)
 	c.l.clients--
 	c.fd = -1
 	c.in, c.out, c.reqOut, c.hdr = nil, nil, nil, nil

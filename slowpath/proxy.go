@@ -316,10 +316,16 @@ func (p *Proxy) servePlain(ln net.Listener, svc *service, fast net.Listener) err
 			_ = ln.Close()
 			return err
 		}
-		l := loops[p.nextLoop.Add(1)%uint32(len(loops))]
-		if !l.post(func() { l.adopt(svc, fd, peer) }) {
-			unix.Close(fd)
-		}
+		p.toLoop(loops, svc, fd, peer)
+		acceptQueued(ln, func(fd int, peer netip.AddrPort) { p.toLoop(loops, svc, fd, peer) })
+	}
+}
+
+// toLoop gives an accepted connection to the next loop in turn.
+func (p *Proxy) toLoop(loops []*loop, svc *service, fd int, peer netip.AddrPort) {
+	l := loops[p.nextLoop.Add(1)%uint32(len(loops))]
+	if !l.post(func() { l.adopt(svc, fd, peer) }) {
+		unix.Close(fd)
 	}
 }
 
