@@ -40,22 +40,30 @@ func acceptFD(ln net.Listener, log func(err error)) (fd int, peer netip.AddrPort
 // connections still lets Accept see the listener's Close now and then.
 const maxQueuedAccepts = 64
 
-// acceptQueued takes the connections already queued on ln's socket with
-// accept4, without waiting, and gives each to take. It stops at an empty
-// queue or any error, which the next Accept meets and handles; a listener
-// without a socket (tests wrap theirs) is left to Accept.
-func acceptQueued(ln net.Listener, take func(fd int, peer netip.AddrPort)) {
+// listenerSocket is ln's socket for acceptQueued; nil for a listener
+// without one (tests wrap theirs), whose connections are left to Accept.
+func listenerSocket(ln net.Listener) syscall.RawConn {
 	sc, ok := ln.(syscall.Conn)
 	if !ok {
-		return
+		return nil
 	}
 	raw, err := sc.SyscallConn()
 	if err != nil {
+		return nil
+	}
+	return raw
+}
+
+// acceptQueued takes the connections already queued on a listener's
+// socket with accept4, without waiting, and gives each to take. It stops at
+// an empty queue or any error, which the next Accept meets and handles.
+func acceptQueued(socket syscall.RawConn, take func(fd int, peer netip.AddrPort)) {
+	if socket == nil {
 		return
 	}
 	// Control holds the listener open while it runs: a concurrent Close
 	// waits, and the socket's number cannot be reused under accept4.
-	_ = raw.Control(func(s uintptr) {
+	_ = socket.Control(func(s uintptr) {
 		for range maxQueuedAccepts {
 			fd, sa, err := unix.Accept4(int(s), unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
 			if errors.Is(err, unix.EINTR) || errors.Is(err, unix.ECONNABORTED) {

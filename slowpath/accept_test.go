@@ -29,6 +29,7 @@ func TestAcceptQueued(t *testing.T) {
 		clients[addrPortOf(c.LocalAddr())] = true
 	}
 
+	socket := listenerSocket(ln)
 	var fds []int
 	defer func() {
 		for _, fd := range fds {
@@ -42,11 +43,11 @@ func TestAcceptQueued(t *testing.T) {
 		}
 		delete(clients, peer)
 	}
-	acceptQueued(ln, take)
+	acceptQueued(socket, take)
 	if len(fds) != maxQueuedAccepts {
 		t.Fatalf("first call took %d connections, want %d", len(fds), maxQueuedAccepts)
 	}
-	acceptQueued(ln, take)
+	acceptQueued(socket, take)
 	if len(fds) != dialled || len(clients) != 0 {
 		t.Fatalf("took %d of %d connections; not taken: %v", len(fds), dialled, clients)
 	}
@@ -60,7 +61,7 @@ func TestAcceptQueued(t *testing.T) {
 		}
 	}
 
-	acceptQueued(ln, take) // the queue is empty: returns at EAGAIN
+	acceptQueued(socket, take) // the queue is empty: returns at EAGAIN
 	if len(fds) != dialled {
 		t.Fatalf("took %d connections from an empty queue", len(fds)-dialled)
 	}
@@ -70,11 +71,11 @@ func TestAcceptQueued(t *testing.T) {
 	}
 	defer c.Close()
 	clients[addrPortOf(c.LocalAddr())] = true
-	acceptQueued(struct{ net.Listener }{ln}, take) // no SyscallConn
+	acceptQueued(listenerSocket(struct{ net.Listener }{ln}), take) // no SyscallConn
 	if len(fds) != dialled {
 		t.Fatal("took a connection through a listener without a socket")
 	}
-	acceptQueued(ln, take)
+	acceptQueued(socket, take)
 	if len(fds) != dialled+1 {
 		t.Fatal("the connection left by the socketless call was not taken")
 	}

@@ -93,11 +93,12 @@ func (p *poller) del(fd int) {
 }
 
 // wait returns the ready events (valid until the next wait), parking the
-// goroutine until there is at least one. The epoll_wait that collects them never blocks, so it is made without
-// telling the scheduler (as rawRead): a system call the scheduler knows
-// of, if the kernel preempts the thread inside it, leaves the P in a
-// syscall state that sysmon polls every 20 µs to take back, and those
-// wake-ups cost 2.5% of the proxy's CPU.
+// goroutine until there is at least one. The epoll_wait that collects
+// them never blocks, so it is made without telling the scheduler (as
+// rawRead): a system call the scheduler knows of, if the kernel preempts
+// the thread inside it, leaves the P in a syscall state that sysmon polls
+// every 20 µs to take back, and those wake-ups cost 2.5% of the proxy's
+// CPU.
 func (p *poller) wait() ([]unix.EpollEvent, error) {
 	p.n, p.err = 0, nil
 	err := p.raw.Read(p.collect)

@@ -297,10 +297,14 @@ func (p *Proxy) servePlain(ln net.Listener, svc *service, fast net.Listener) err
 			<-fastDone
 		}
 	}()
+	// Made once: per accepted connection they would be allocations.
+	logLost := func(err error) {
+		p.log.Debug("slowpath: take accepted connection", "service", svc.name, "err", err)
+	}
+	take := func(fd int, peer netip.AddrPort) { p.toLoop(loops, svc, fd, peer) }
+	socket := listenerSocket(ln)
 	for {
-		fd, peer, err := acceptFD(ln, func(err error) {
-			p.log.Debug("slowpath: take accepted connection", "service", svc.name, "err", err)
-		})
+		fd, peer, err := acceptFD(ln, logLost)
 		if err == nil && fd < 0 {
 			continue
 		}
@@ -316,8 +320,8 @@ func (p *Proxy) servePlain(ln net.Listener, svc *service, fast net.Listener) err
 			_ = ln.Close()
 			return err
 		}
-		p.toLoop(loops, svc, fd, peer)
-		acceptQueued(ln, func(fd int, peer netip.AddrPort) { p.toLoop(loops, svc, fd, peer) })
+		take(fd, peer)
+		acceptQueued(socket, take)
 	}
 }
 
